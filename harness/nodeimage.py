@@ -71,14 +71,14 @@ PACKAGES = (
 
 # images/node/<source> -> path in the image, mode.
 IMAGE_FILES = (
-    ("minicluster-entry", "usr/local/sbin/minicluster-entry", 0o755),
+    ("minicluster-entry", "usr/local/bin/minicluster-entry", 0o755),
     (
         "journald.conf.d/10-minicluster.conf",
         "etc/systemd/journald.conf.d/10-minicluster.conf",
         0o644,
     ),
 )
-ENTRYPOINT = "/usr/local/sbin/minicluster-entry"
+ENTRYPOINT = "/usr/local/bin/minicluster-entry"
 
 # Vagrant's well-known public key, which Vagrant swaps for a per-machine key on
 # first boot. Debian's vagrant package and HashiCorp's installer keep it here.
