@@ -47,7 +47,7 @@ class NodeInfo:
 def parse_node(obj: JSON) -> NodeInfo:
     """Return the NodeInfo of one Node object (API JSON)."""
     meta, status = obj.get("metadata", {}), obj.get("status", {})
-    ready = next(
+    ready: JSON = next(
         (c for c in status.get("conditions", []) if c.get("type") == "Ready"), {}
     )
     labels = meta.get("labels") or {}

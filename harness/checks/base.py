@@ -106,6 +106,8 @@ class Runner(Protocol):
 
     def run(self, command: str, timeout: float | None = None) -> Result: ...
 
+    def check_output(self, command: str, timeout: float | None = None) -> str: ...
+
 
 @dataclass
 class Context:
@@ -280,20 +282,18 @@ class _Matcher:
         return token
 
     def _or(self) -> Callable[[str], bool]:
-        left = self._and()
+        terms = [self._and()]
         while self._peek() == "or":
             self._take()
-            right, prev = self._and(), left
-            left = lambda name, a=prev, b=right: a(name) or b(name)  # noqa: E731
-        return left
+            terms.append(self._and())
+        return lambda name: any(term(name) for term in terms)
 
     def _and(self) -> Callable[[str], bool]:
-        left = self._not()
+        terms = [self._not()]
         while self._peek() == "and":
             self._take()
-            right, prev = self._not(), left
-            left = lambda name, a=prev, b=right: a(name) and b(name)  # noqa: E731
-        return left
+            terms.append(self._not())
+        return lambda name: all(term(name) for term in terms)
 
     def _not(self) -> Callable[[str], bool]:
         if self._peek() == "not":
@@ -384,15 +384,17 @@ def run_checks(
     def node_job(name: str) -> list[CheckResult]:
         return [_run_node(check, ctx, nodes[name]) for check in by_node[name]]
 
-    jobs: list[Callable[[], list[CheckResult]]] = [
-        lambda name=name: node_job(name) for name in by_node
-    ]
-    jobs += [lambda check=check: _run_cluster(check, ctx) for check in cluster]
-    if parallel and len(jobs) > 1:
-        with ThreadPoolExecutor(max_workers=len(jobs)) as pool:
-            batches = list(pool.map(lambda job: job(), jobs))
+    def job(item: str | Check) -> list[CheckResult]:
+        if isinstance(item, str):
+            return node_job(item)
+        return _run_cluster(item, ctx)
+
+    items: list[str | Check] = [*by_node, *cluster]
+    if parallel and len(items) > 1:
+        with ThreadPoolExecutor(max_workers=len(items)) as pool:
+            batches = list(pool.map(job, items))
     else:
-        batches = [job() for job in jobs]
+        batches = [job(item) for item in items]
 
     rows = [row for batch in batches for row in batch]
     order = {check.name: i for i, check in enumerate(checks)}
