@@ -66,6 +66,7 @@ ENV_OVERRIDES: dict[str, tuple[str, type]] = {
     "MINICLUSTER_DOCKER_IMAGE": ("providers.docker.image", str),
     "MINICLUSTER_DOCKER_PRIVILEGED": ("providers.docker.privileged", bool),
     "MINICLUSTER_LIBVIRT_DRIVER": ("providers.libvirt.driver", str),
+    "MINICLUSTER_LIBVIRT_SYNCED_FOLDER": ("providers.libvirt.synced_folder_type", str),
 }
 # Host environment the Vagrantfile forwards to ``--json`` (see resolve()).
 HOST_ENV = (
@@ -229,6 +230,26 @@ class Settings:
             args += ["-v", f"{self.bundle_path}:{GUEST_BUNDLE_DIR}:ro"]
         return args
 
+    def synced_folders(self) -> list[dict[str, Any]]:
+        """Return the folders shared into every node: the checkout, and the bundle."""
+        options: dict[str, Any] = {}
+        if self.provider == "libvirt":
+            options["type"] = self.providers["libvirt"]["synced_folder_type"]
+            if options["type"] == "nfs":
+                options |= {"nfs_version": 4, "nfs_udp": False}
+        folders = [{"host": str(self.root), "guest": GUEST_ROOT, "options": options}]
+        if self.bundle_path and self.provider != "docker":
+            # Under docker the bundle is a read-only bind mount (docker_create_args).
+            ro = {"mount_options": ["ro"]} if not options.get("type") else {}
+            folders.append(
+                {
+                    "host": str(self.bundle_path),
+                    "guest": GUEST_BUNDLE_DIR,
+                    "options": options | ro,
+                }
+            )
+        return folders
+
     def vagrant_plan(self) -> dict[str, Any]:
         """Return what the Vagrantfile needs, as plain JSON types."""
         subnet = ipaddress.ip_network(self.node_subnet)
@@ -236,10 +257,11 @@ class Settings:
             "provider": self.provider,
             "provider_source": self.provider_source,
             "box": self.box,
-            "network": {
-                "netmask": str(subnet.netmask),
-                "prefix_length": subnet.prefixlen,
-            },
+            # Docker's network plugin takes a prefix length, the VM providers a mask.
+            "netmask": (
+                subnet.prefixlen if self.provider == "docker" else str(subnet.netmask)
+            ),
+            "synced_folders": self.synced_folders(),
             "nodes": [
                 {
                     **asdict(node),
