@@ -293,19 +293,17 @@ def build(
     return BuildResult(tag, inputs, False, seconds)
 
 
-def _settings_tag() -> str:
-    """Return ``providers.docker.image`` from the settings, or the default tag."""
-    try:
-        from harness import settings
-    except ImportError:
-        return DEFAULT_TAG
-    image = settings.load().providers.get("docker", {}).get("image")
-    return str(image) if image else DEFAULT_TAG
+def _settings_tag(root: Path) -> str:
+    """Return ``providers.docker.image`` of the settings under ``root``."""
+    from harness import settings
+
+    image = settings.load(root).providers["docker"]["image"]
+    return str(image)
 
 
 def _run_build(args: argparse.Namespace) -> int:
     result = build(
-        args.tag or _settings_tag(),
+        args.tag or _settings_tag(args.root),
         mirror=args.mirror,
         key=args.vagrant_key,
         force=args.force,
