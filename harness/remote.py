@@ -27,6 +27,7 @@ T = TypeVar("T")
 
 CONNECT_TIMEOUT_S = 10
 COMMAND_TIMEOUT_S = 60
+MAX_CHANNELS = 4
 
 
 class Host:
@@ -51,8 +52,10 @@ class Host:
         self.sudo = (user != "root") if sudo is None else sudo
         self.connect_timeout = connect_timeout
         self._connection: Connection | None = None
-        # One command at a time per connection; parallelism is across nodes.
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # guards opening the connection
+        # Commands run as channels of the one connection; sshd allows 10 at
+        # once by default (MaxSessions), so stay well below.
+        self._channels = threading.BoundedSemaphore(MAX_CHANNELS)
 
     def __repr__(self) -> str:
         return f"Host({self.name!r}, {self.user}@{self.address}:{self.port})"
@@ -63,6 +66,10 @@ class Host:
 
     @property
     def connection(self) -> Connection:
+        with self._lock:
+            return self._open()
+
+    def _open(self) -> Connection:
         if self._connection is None:
             # Never read the user's ~/.ssh/config: the endpoint is given in full.
             config = Config(overrides={"load_ssh_configs": False})
@@ -79,15 +86,19 @@ class Host:
                     "allow_agent": False,
                 },
             )
+        if not self._connection.is_connected:
+            # Opened here, under the lock: fabric would open it once per thread.
+            self._connection.open()
         return self._connection
 
     def run(self, command: str, timeout: float | None = COMMAND_TIMEOUT_S) -> Result:
         """Run ``command`` in a shell on the node and return its result."""
         wrapped = f"sudo -n sh -c {shlex.quote(command)}" if self.sudo else command
         logger.debug("RUN %s on %s", command, self.name)
-        with self._lock:
+        with self._channels:
             try:
-                out = self.connection.run(
+                connection = self.connection
+                out = connection.run(
                     wrapped, hide=True, warn=True, in_stream=False, timeout=timeout
                 )
             except (OSError, EOFError, paramiko.SSHException) as exc:

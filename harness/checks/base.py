@@ -3,8 +3,8 @@
 A check is a plain function. A node check takes ``(ctx, node)`` and returns one
 :class:`CheckResult`; a cluster check takes ``(ctx)`` and returns a list of them.
 The runner fills in the check's name, the node and the duration, turns expected
-errors into failures, and runs the nodes in parallel, each node's checks one after
-another over that node's single SSH connection. For example::
+errors into failures, and runs everything in parallel, the commands on a node
+sharing that node's single SSH connection. For example::
 
     @node_check("hosts.swap_off", remedy="run `swapoff -a` and drop swap from fstab")
     def swap_off(ctx, node):
@@ -37,6 +37,7 @@ PASS: Status = "pass"
 FAIL: Status = "fail"
 SKIP: Status = "skip"
 CLUSTER = "cluster"  # the node column of checks about the cluster as a whole
+MAX_THREADS = 32
 
 
 @dataclass(frozen=True)
@@ -368,33 +369,28 @@ def run_checks(
 ) -> list[CheckResult]:
     """Run ``checks`` and return their rows, in check order then node order.
 
-    In parallel each node's checks run in one thread (one SSH connection each)
-    and each cluster check in its own; serially everything runs in this thread.
+    In parallel every check on every node runs in its own thread; the commands
+    on one node share that node's SSH connection as separate channels (see
+    ``harness.remote.Host``). Serially everything runs in this thread.
     """
-    by_node: dict[str, list[Check]] = {}
-    nodes: dict[str, NodeSpec] = {}
+    jobs: list[tuple[Check, NodeSpec | None]] = []
     for check in checks:
-        if check.scope != "node":
-            continue
-        for node in check.targets(ctx):
-            by_node.setdefault(node.name, []).append(check)
-            nodes[node.name] = node
-    cluster = [check for check in checks if check.scope == "cluster"]
+        if check.scope == "cluster":
+            jobs.append((check, None))
+        else:
+            jobs.extend((check, node) for node in check.targets(ctx))
 
-    def node_job(name: str) -> list[CheckResult]:
-        return [_run_node(check, ctx, nodes[name]) for check in by_node[name]]
+    def job(item: tuple[Check, NodeSpec | None]) -> list[CheckResult]:
+        check, node = item
+        if node is None:
+            return _run_cluster(check, ctx)
+        return [_run_node(check, ctx, node)]
 
-    def job(item: str | Check) -> list[CheckResult]:
-        if isinstance(item, str):
-            return node_job(item)
-        return _run_cluster(item, ctx)
-
-    items: list[str | Check] = [*by_node, *cluster]
-    if parallel and len(items) > 1:
-        with ThreadPoolExecutor(max_workers=len(items)) as pool:
-            batches = list(pool.map(job, items))
+    if parallel and len(jobs) > 1:
+        with ThreadPoolExecutor(max_workers=min(MAX_THREADS, len(jobs))) as pool:
+            batches = list(pool.map(job, jobs))
     else:
-        batches = [job(item) for item in items]
+        batches = [job(item) for item in jobs]
 
     rows = [row for batch in batches for row in batch]
     order = {check.name: i for i, check in enumerate(checks)}

@@ -18,6 +18,8 @@ CONTAINERD_CONFIG = "/etc/containerd/config.toml"
 KUBELET_CONFIG = "/var/lib/kubelet/config.yaml"
 NODE_SERVICES = ("containerd", "kubelet")
 NFS_SERVICE = "nfs-server"
+# Splits the output of two files read in one command (one round trip).
+_SEP = "--minicluster--"
 
 
 def parse_swaps(proc_swaps: str) -> list[str]:
@@ -48,9 +50,9 @@ def parse_fstab_swap(fstab: str) -> list[str]:
     "(provision/node.sh does both)",
 )
 def swap_off(ctx: Context, node: Any) -> CheckResult:
-    host = ctx.host(node)
-    active = parse_swaps(host.check_output("cat /proc/swaps"))
-    in_fstab = parse_fstab_swap(host.check_output("cat /etc/fstab 2>/dev/null || :"))
+    out = ctx.host(node).check_output(f"cat /proc/swaps; echo {_SEP}; cat /etc/fstab")
+    swaps, _, fstab = out.partition(f"{_SEP}\n")
+    active, in_fstab = parse_swaps(swaps), parse_fstab_swap(fstab)
     if active or in_fstab:
         seen = []
         if active:
@@ -124,21 +126,23 @@ def parse_kubelet_cgroup(config_yaml: str) -> str:
     "`cgroupDriver: systemd` in /var/lib/kubelet/config.yaml, then restart both",
 )
 def cgroup_driver(ctx: Context, node: Any) -> CheckResult:
-    host = ctx.host(node)
-    containerd = host.run(f"cat {CONTAINERD_CONFIG}")
-    kubelet = host.run(f"cat {KUBELET_CONFIG}")
+    out = ctx.host(node).check_output(
+        f"for f in {CONTAINERD_CONFIG} {KUBELET_CONFIG}; do "
+        f'cat "$f" 2>/dev/null || echo "missing $f"; echo {_SEP}; done'
+    )
+    containerd, kubelet, _ = out.split(f"{_SEP}\n", 2)
     missing = [
         path
-        for path, result in ((CONTAINERD_CONFIG, containerd), (KUBELET_CONFIG, kubelet))
-        if not result.ok
+        for path, text in ((CONTAINERD_CONFIG, containerd), (KUBELET_CONFIG, kubelet))
+        if text.strip() == f"missing {path}"
     ]
     if missing:
         return failed(
             f"missing {', '.join(missing)}",
             "run provision/node.sh (containerd) and kubeadm init/join (kubelet)",
         )
-    runtime = parse_containerd_cgroup(containerd.stdout)
-    kubelet_driver = parse_kubelet_cgroup(kubelet.stdout)
+    runtime = parse_containerd_cgroup(containerd)
+    kubelet_driver = parse_kubelet_cgroup(kubelet)
     seen = f"containerd: {runtime}, kubelet: {kubelet_driver}"
     if runtime == kubelet_driver == "systemd":
         return passed(seen)
