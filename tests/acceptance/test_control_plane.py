@@ -1,0 +1,13 @@
+"""API server ready, etcd healthy, CoreDNS answering from a pod."""
+
+from __future__ import annotations
+
+import pytest
+from verdict import assert_passed, check_names
+
+from harness.checks import CheckResult
+
+
+@pytest.mark.parametrize("check", check_names("control_plane"))
+def test_control_plane(verification: dict[str, list[CheckResult]], check: str) -> None:
+    assert_passed(check, verification.get(check))

@@ -1,0 +1,13 @@
+"""The demo available on both workers; NodePort and ClusterIP answer with its page."""
+
+from __future__ import annotations
+
+import pytest
+from verdict import assert_passed, check_names
+
+from harness.checks import CheckResult
+
+
+@pytest.mark.parametrize("check", check_names("nginx"))
+def test_nginx(verification: dict[str, list[CheckResult]], check: str) -> None:
+    assert_passed(check, verification.get(check))
