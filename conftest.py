@@ -116,7 +116,8 @@ def remote(cluster: Any) -> dict[str, Any]:
 @pytest.fixture(scope="session")
 def check_context(cluster: Any) -> Context:
     """Return the checks' context over the running cluster."""
-    return cluster.context()
+    ctx: Context = cluster.context()
+    return ctx
 
 
 @pytest.fixture(scope="session")

@@ -19,12 +19,11 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests" / "integration"))
-
-from lab import Lab, missing_prerequisites  # noqa: E402
+sys.path.insert(0, str(ROOT))
 
 from harness.checks import Context, load_all, run_checks, select  # noqa: E402
 from harness.remote import close_all  # noqa: E402
+from tests.integration.lab import Lab, missing_prerequisites  # noqa: E402
 
 HOST_SIDE = "hosts or flannel_iface or node_port"
 GOAL_SPEEDUP = 2.5

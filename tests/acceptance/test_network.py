@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import pytest
-from verdict import assert_passed, check_names
 
 from harness.checks import CheckResult
+from tests.acceptance.verdict import assert_passed, check_names
 
 
 @pytest.mark.parametrize("check", check_names("network"))

@@ -7,10 +7,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from lab import Lab, missing_prerequisites
 
 from harness.checks import Context
 from harness.remote import Host, close_all
+from tests.integration.lab import Lab, missing_prerequisites
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

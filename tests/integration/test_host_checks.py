@@ -8,13 +8,13 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from lab import Lab
 
 from harness.checks import CheckResult, Context, load_all, run_checks, select
 from harness.errors import CommandFailed, WaitTimeout
 from harness.remote import Host
 from harness.report import table
 from harness.wait import until
+from tests.integration.lab import Lab
 
 # Everything that needs no Kubernetes API.
 HOST_SIDE = "hosts or flannel_iface or node_port"
