@@ -58,7 +58,8 @@ EOF
 }
 
 write_init_config() {
-  {
+  local config
+  config="$(
     cat <<EOF
 apiVersion: kubeadm.k8s.io/v1beta4
 kind: InitConfiguration
@@ -92,7 +93,8 @@ conntrack:
   maxPerCore: 0
 EOF
     fi
-  } | write_file "${INIT_CONFIG}" 0600
+  )"
+  write_file "${INIT_CONFIG}" 0600 <<<"${config}"
 }
 
 # --- kubeadm init, once: a running API server means it is done ---
@@ -150,11 +152,11 @@ allow_workloads_without_workers() {
 # --- Flannel from this project's manifest ---
 # shellcheck disable=SC2034 # render_template reads the placeholders' variables by name
 install_flannel() {
-  local POD_CIDR="${MINICLUSTER_POD_CIDR}" FLANNEL_IMAGE FLANNEL_CNI_PLUGIN_IMAGE
+  local POD_CIDR="${MINICLUSTER_POD_CIDR}" FLANNEL_IMAGE FLANNEL_CNI_PLUGIN_IMAGE manifest
   FLANNEL_IMAGE="$(image_ref flannel)"
   FLANNEL_CNI_PLUGIN_IMAGE="$(image_ref flannel-cni-plugin)"
-  render_template "${FLANNEL_TEMPLATE}" POD_CIDR FLANNEL_IMAGE FLANNEL_CNI_PLUGIN_IMAGE |
-    write_file "${KUBEADM_CONFIG_DIR}/flannel.yaml" 0644
+  manifest="$(render_template "${FLANNEL_TEMPLATE}" POD_CIDR FLANNEL_IMAGE FLANNEL_CNI_PLUGIN_IMAGE)"
+  write_file "${KUBEADM_CONFIG_DIR}/flannel.yaml" 0644 <<<"${manifest}"
   # apply is idempotent; it reports "unchanged" for a second run.
   kubectl_admin apply -f "${KUBEADM_CONFIG_DIR}/flannel.yaml"
   kubectl_admin -n kube-flannel rollout status daemonset/kube-flannel-ds --timeout="${MINICLUSTER_WAIT_TIMEOUT_S}s"

@@ -23,7 +23,7 @@ kubeconfig_is_shared() { [[ -s "${MINICLUSTER_SHARED_DIR}/kubeconfig" ]]; }
 
 # --- the join configuration, from a fresh `kubeadm token create` ---
 write_join_config() {
-  local command endpoint token hash
+  local command endpoint token hash config
   # Providers that bring machines up in parallel may get here before the control
   # plane has finished; its kubeconfig in the shared folder is the signal.
   wait_for "the control plane's kubeconfig in ${MINICLUSTER_SHARED_DIR}" kubeconfig_is_shared
@@ -35,7 +35,7 @@ write_join_config() {
   [[ -n "${endpoint}" && -n "${token}" && "${hash}" == sha256:* ]] ||
     fatal "unexpected output of kubeadm token create --print-join-command (not shown: it holds a token)"
   info "created a join token valid for ${TOKEN_TTL}"
-  {
+  config="$(
     cat <<EOF
 apiVersion: kubeadm.k8s.io/v1beta4
 kind: JoinConfiguration
@@ -47,7 +47,8 @@ discovery:
 nodeRegistration:
 EOF
     kubeadm_node_registration
-  } | write_file "${JOIN_CONFIG}" 0600
+  )"
+  write_file "${JOIN_CONFIG}" 0600 <<<"${config}"
 }
 
 # --- kubeadm join, once ---

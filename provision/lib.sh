@@ -71,6 +71,8 @@ wait_for() {
 # --- files: write only when the content changes; FILE_CHANGED tells which ---
 FILE_CHANGED=false
 # write_file PATH MODE < content
+# Feed it by redirection, never through a pipe: a pipe runs it in a subshell,
+# which would lose FILE_CHANGED.
 write_file() {
   local path="$1" mode="$2" tmp
   tmp="$(mktemp)"

@@ -40,8 +40,8 @@ create_export_directory() {
 # --- the export, to the node subnet and nothing wider ---
 export_share() {
   # sync: a write is on disk before the client hears it is done.
-  echo "${MINICLUSTER_NFS_EXPORT_PATH} ${MINICLUSTER_NODE_SUBNET}(rw,sync,no_subtree_check,root_squash)" |
-    write_file "${EXPORTS_FILE}" 0644
+  write_file "${EXPORTS_FILE}" 0644 \
+    <<<"${MINICLUSTER_NFS_EXPORT_PATH} ${MINICLUSTER_NODE_SUBNET}(rw,sync,no_subtree_check,root_squash)"
   systemctl enable --quiet nfs-server
   if ! systemctl is-active --quiet nfs-server; then
     systemctl start nfs-server

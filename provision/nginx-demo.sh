@@ -50,12 +50,20 @@ EOF
 
 share_is_mounted() { findmnt -n -t nfs,nfs4 "${MINICLUSTER_NFS_MOUNT_POINT}" >/dev/null; }
 
+# --- the page on the share, written through this node's mount ---
+write_page() {
+  if ! share_is_mounted; then
+    warn "the NFS-backed volume is not applicable: ${MINICLUSTER_NFS_MOUNT_POINT} is not an NFS mount (no NFS in this kernel); the page comes from a ConfigMap instead"
+    return 0
+  fi
+  # Every replica reads this one file through the ReadWriteMany volume.
+  write_file "${MINICLUSTER_NFS_MOUNT_POINT}/${PAGE_FILE}" 0644 \
+    < <(page "the NFS share ${MINICLUSTER_NFS_SERVER_IP}:${MINICLUSTER_NFS_EXPORT_PATH}")
+}
+
 # --- the page's volume: the NFS share (ReadWriteMany), or a ConfigMap ---
 storage_manifest() {
   if share_is_mounted; then
-    # Written through this node's mount: every replica reads the same file.
-    page "the NFS share ${MINICLUSTER_NFS_SERVER_IP}:${MINICLUSTER_NFS_EXPORT_PATH}" |
-      write_file "${MINICLUSTER_NFS_MOUNT_POINT}/${PAGE_FILE}" 0644
     cat <<EOF
 ---
 apiVersion: v1
@@ -90,7 +98,6 @@ spec:
 EOF
     return 0
   fi
-  warn "the NFS-backed volume is not applicable: ${MINICLUSTER_NFS_MOUNT_POINT} is not an NFS mount (no NFS in this kernel); serving the page from a ConfigMap instead"
   cat <<EOF
 ---
 apiVersion: v1
@@ -136,9 +143,9 @@ EOF
 }
 
 write_manifest() {
-  local image
+  local image manifest
   image="$(image_ref nginx)"
-  {
+  manifest="$(
     cat <<EOF
 apiVersion: v1
 kind: Namespace
@@ -201,7 +208,8 @@ spec:
       targetPort: 80
       nodePort: ${MINICLUSTER_NGINX_NODE_PORT}
 EOF
-  } | write_file "${MANIFEST}" 0644
+  )"
+  write_file "${MANIFEST}" 0644 <<<"${manifest}"
 }
 
 page_answers() {
@@ -213,6 +221,7 @@ main() {
     MINICLUSTER_NFS_MOUNT_POINT MINICLUSTER_SHARED_DIR
   MINICLUSTER_WORKER_COUNT="${MINICLUSTER_WORKER_COUNT:-0}"
   wait_for "every node to be Ready" all_nodes_ready
+  write_page
   write_manifest
   # apply is idempotent; it reports "unchanged" for a second run.
   kubectl_admin apply -f "${MANIFEST}"

@@ -79,7 +79,7 @@ load_kernel_modules() {
     done
     return 0
   fi
-  printf '%s\n' "${MODULES[@]}" | write_file /etc/modules-load.d/minicluster.conf 0644
+  write_file /etc/modules-load.d/minicluster.conf 0644 < <(printf '%s\n' "${MODULES[@]}")
   for module in "${MODULES[@]}"; do
     if [[ -d "/sys/module/${module}" ]]; then
       skip "${module} is loaded"
@@ -93,7 +93,7 @@ load_kernel_modules() {
 # --- the sysctls, in /etc/sysctl.d so they survive a reboot ---
 set_sysctls() {
   local setting key value failed=()
-  printf '%s\n' "${SYSCTLS[@]}" | write_file /etc/sysctl.d/90-minicluster.conf 0644
+  write_file /etc/sysctl.d/90-minicluster.conf 0644 < <(printf '%s\n' "${SYSCTLS[@]}")
   if ! minicluster_provider_is_container; then
     sysctl --quiet --load=/etc/sysctl.d/90-minicluster.conf
     info "applied ${SYSCTLS[*]}"
@@ -172,7 +172,7 @@ add_kubernetes_repository() {
       bash -c "curl -fsSL '${url}Release.key' | gpg --batch --yes --dearmor -o '${keyring}'"
     info "added the pkgs.k8s.io signing key"
   fi
-  echo "deb [signed-by=${keyring}] ${url} /" | write_file /etc/apt/sources.list.d/kubernetes.list 0644
+  write_file /etc/apt/sources.list.d/kubernetes.list 0644 <<<"deb [signed-by=${keyring}] ${url} /"
   if [[ "${FILE_CHANGED}" == true ]]; then
     APT_UPDATED=false
   fi
@@ -201,7 +201,7 @@ configure_containerd() {
   config="$(containerd config default | edit_containerd_config "${pause}" "${restrict_oom}")"
   grep -q 'SystemdCgroup = true' <<<"${config}" ||
     fatal "containerd's default config has no SystemdCgroup option to set; check \`containerd config default\`"
-  printf '%s\n' "${config}" | write_file /etc/containerd/config.toml 0644
+  write_file /etc/containerd/config.toml 0644 <<<"${config}"
   if [[ "${FILE_CHANGED}" == true ]] || ! systemctl is-active --quiet containerd; then
     systemctl enable --quiet containerd
     systemctl restart containerd
@@ -224,7 +224,7 @@ configure_kubelet() {
   require_env MINICLUSTER_NODE_IP
   private_interface >/dev/null # fail early when the private network is missing
   # The packaged and the bundle's kubelet units both read /etc/default/kubelet.
-  echo "KUBELET_EXTRA_ARGS=--node-ip=${MINICLUSTER_NODE_IP}" | write_file /etc/default/kubelet 0644
+  write_file /etc/default/kubelet 0644 <<<"KUBELET_EXTRA_ARGS=--node-ip=${MINICLUSTER_NODE_IP}"
   systemctl enable --quiet kubelet
   if [[ "${FILE_CHANGED}" == true ]] && [[ -f /var/lib/kubelet/config.yaml ]]; then
     systemctl restart kubelet
