@@ -129,10 +129,17 @@ export_kubeconfig() {
   tmp="$(mktemp)"
   cp "${ADMIN_CONF}" "${tmp}"
   kubectl --kubeconfig "${tmp}" config set-cluster kubernetes --server "${server}" >/dev/null
-  write_file "${shared}/kubeconfig" 0600 <"${tmp}"
+  if cmp -s "${tmp}" "${shared}/kubeconfig"; then
+    skip "${shared}/kubeconfig is up to date"
+  else
+    # Renamed into place, so a worker never reads half a file.
+    cp "${tmp}" "${shared}/kubeconfig.new"
+    chmod 0600 "${shared}/kubeconfig.new" ||
+      warn "the shared folder ignores file modes; the Vagrantfile sets 0600 on the host side"
+    mv -f "${shared}/kubeconfig.new" "${shared}/kubeconfig"
+    info "kubeconfig for the host: .minicluster/kubeconfig (server ${server})"
+  fi
   rm -f "${tmp}"
-  chmod 0600 "${shared}/kubeconfig"
-  info "kubeconfig for the host: .minicluster/kubeconfig (server ${server})"
 }
 
 # --- a single-node cluster runs its pods on the control plane ---

@@ -185,6 +185,7 @@ apt_install() {
     name="${spec%%=*}"
     version=""
     [[ "${spec}" == *=* ]] && version="${spec#*=}"
+    # dpkg-query fails for a package it has never seen: that is "not installed".
     installed="$(dpkg-query -W -f='${db:Status-Status} ${Version}' "${name}" 2>/dev/null || true)"
     if [[ "${installed}" == "installed "* && (-z "${version}" || "${installed#installed }" == "${version}") ]]; then
       info "${name} ${installed#installed } is installed"

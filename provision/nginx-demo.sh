@@ -29,6 +29,7 @@ PAGE_FILE=index.html
 # --- every node of cluster.yaml registered and Ready ---
 all_nodes_ready() {
   local expected=$((1 + MINICLUSTER_WORKER_COUNT)) ready
+  # grep -c exits 1 when it counts none; none is an answer here, not an error.
   ready="$(kubectl_admin get nodes -o jsonpath='{range .items[*]}{.status.conditions[?(@.type=="Ready")].status}{"\n"}{end}' | grep -c '^True$' || true)"
   echo "${ready}/${expected} nodes Ready"
   ((ready >= expected))
