@@ -222,9 +222,10 @@ def build_parser() -> argparse.ArgumentParser:
     down.set_defaults(func=cmd_down)
 
     # Subcommands of the other parts of the project, one line each.
-    from harness import nodeimage
+    from harness import bundle, nodeimage
 
     nodeimage.add_parser(sub)
+    bundle.add_parser(sub)
     return parser
 
 

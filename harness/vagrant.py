@@ -203,16 +203,18 @@ class Vagrant:
 
     def ssh_config(self) -> dict[str, SSHInfo]:
         """Return the SSH endpoint of every running machine."""
-        statuses = self.status()
-        running = [s.name for s in statuses if s.is_running]
+        # One call when every machine runs: each vagrant call forks Ruby, which
+        # takes seconds on a loaded machine.
+        try:
+            with self._call("ssh-config") as v:
+                return parse_ssh_config(v.ssh_config())
+        except VagrantError as exc:
+            logger.debug("vagrant ssh-config of all machines: %s", exc)
+        running = [s.name for s in self.status() if s.is_running]
         if not running:
             raise NoCluster(f"no machine is running in {self.root}")
-        with self._call("ssh-config") as v:
-            if len(running) == len(statuses):
-                # One call for all: every vagrant call forks Ruby for a second.
-                text = v.ssh_config()
-            else:
-                text = "\n".join(v.ssh_config(vm_name=name) for name in running)
+        with self._call("ssh-config", *running) as v:
+            text = "\n".join(v.ssh_config(vm_name=name) for name in running)
         return parse_ssh_config(text)
 
     def up(
