@@ -45,6 +45,11 @@ def host_env(tmp_path: Path) -> dict[str, str]:
     }
     # Machine state goes to a scratch directory, never to the checkout's .vagrant.
     env["VAGRANT_DOTFILE_PATH"] = str(tmp_path / "dotfile")
+    # The repository's cluster.yaml, without a developer's cluster.local.yaml.
+    (tmp_path / "base").mkdir()
+    base = tmp_path / "base" / "cluster.yaml"
+    base.write_text((ROOT / "cluster.yaml").read_text())
+    env["MINICLUSTER_CONFIG"] = str(base)
     env["VAGRANT_CHECKPOINT_DISABLE"] = "1"
     env["VAGRANT_BOX_UPDATE_CHECK_DISABLE"] = "1"
     return env
@@ -108,9 +113,10 @@ def config_file(tmp_path: Path, local: str) -> Path:
 
 
 @needs_ruby
-def test_machines_follow_the_settings(run: Run) -> None:
+def test_machines_follow_the_settings(run: Run, host_env: dict[str, str]) -> None:
     record = probe(run)
-    expected = settings.load(ROOT, {}, networks_conf=Path("/nonexistent"))
+    environ = {"MINICLUSTER_CONFIG": host_env["MINICLUSTER_CONFIG"]}
+    expected = settings.load(ROOT, environ, networks_conf=Path("/nonexistent"))
     found = machines(record)
     assert list(found) == [n.name for n in expected.nodes]
     for node in expected.nodes:
