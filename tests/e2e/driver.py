@@ -1,0 +1,248 @@
+"""The end-to-end run's steps: Vagrant, ``minicluster``, node commands, phase times.
+
+Every command runs in the checkout with the run's environment and appends its
+output to a log file under the results directory; a failure raises
+:class:`StepFailed` with the command, its exit code and the last lines.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from harness.errors import HarnessError, tail
+
+logger = logging.getLogger(__name__)
+
+# A skipped check is acceptable only for a capability the host kernel lacks.
+ALLOWED_SKIP = re.compile(r"\bNFS\b|nfsd|rpc_pipefs", re.IGNORECASE)
+VAGRANT_ENV = {
+    "VAGRANT_NO_PARALLEL": "1",  # the control plane first, then the workers in order
+    "VAGRANT_CHECKPOINT_DISABLE": "1",
+    "VAGRANT_BOX_UPDATE_CHECK_DISABLE": "1",
+    "VAGRANT_NO_COLOR": "1",
+}
+UP_TIMEOUT_S = 45 * 60
+STEP_TIMEOUT_S = 15 * 60
+
+
+class StepFailed(HarnessError):
+    """A command of the run exited non-zero or timed out."""
+
+    def __init__(self, command: str, exited: int, output: str, log: Path) -> None:
+        super().__init__(command, exited, output, log)
+        self.command, self.exited, self.output, self.log = command, exited, output, log
+
+    def __str__(self) -> str:
+        return (
+            f"{self.command!r} exited {self.exited} (full output in {self.log}); "
+            f"last lines:\n{tail(self.output)}"
+        )
+
+
+@dataclass
+class Phases:
+    """The time of each phase of the run, written to ``path`` after each one."""
+
+    path: Path
+    rows: list[dict[str, Any]] = field(default_factory=list)
+
+    @contextmanager
+    def phase(self, name: str) -> Iterator[None]:
+        """Time the block as phase ``name``; a failed phase is recorded as such."""
+        logger.info("=== phase %s", name)
+        started = time.monotonic()
+        ok = False
+        try:
+            yield
+            ok = True
+        finally:
+            seconds = round(time.monotonic() - started, 1)
+            self.rows.append({"phase": name, "seconds": seconds, "ok": ok})
+            logger.info(
+                "=== phase %s %s in %.1f s", name, "done" if ok else "FAILED", seconds
+            )
+            self.write()
+
+    def seconds(self, name: str) -> float:
+        return float(sum(r["seconds"] for r in self.rows if r["phase"] == name))
+
+    def write(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        doc = {
+            "phases": self.rows,
+            "total_s": round(sum(r["seconds"] for r in self.rows), 1),
+        }
+        self.path.write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """The rows of one ``minicluster verify --json`` and its exit code."""
+
+    exited: int
+    rows: list[dict[str, Any]]
+
+    @property
+    def failures(self) -> list[dict[str, Any]]:
+        return [r for r in self.rows if r["status"] == "fail"]
+
+    @property
+    def unexplained_skips(self) -> list[dict[str, Any]]:
+        """Return the skips whose reason is not a capability the kernel lacks."""
+        return [
+            r
+            for r in self.rows
+            if r["status"] == "skip"
+            and not ALLOWED_SKIP.search(f"{r.get('seen', '')} {r.get('remedy', '')}")
+        ]
+
+    @property
+    def is_green(self) -> bool:
+        return self.exited == 0 and not self.failures and not self.unexplained_skips
+
+    def describe(self) -> str:
+        """Return one line per failed or unexplained row."""
+        bad = self.failures + self.unexplained_skips
+        return (
+            "\n".join(
+                f"{r['status']} {r['name']}[{r.get('node') or 'cluster'}]: "
+                f"{r.get('seen', '')}"
+                for r in bad
+            )
+            or f"exit {self.exited}, every row passed or was skipped for NFS"
+        )
+
+
+@dataclass
+class Run:
+    """One end-to-end run in the checkout ``root``."""
+
+    root: Path
+    results: Path
+    env: dict[str, str]
+    # What a phase leaves for a later one (ids of the containers, say).
+    notes: dict[str, Any] = field(default_factory=dict)
+
+    def _log(self, name: str) -> Path:
+        self.results.mkdir(parents=True, exist_ok=True)
+        return self.results / f"{name}.log"
+
+    def run(
+        self, args: list[str], log_name: str, timeout: float = STEP_TIMEOUT_S
+    ) -> str:
+        """Run ``args`` in the checkout; return its output or raise StepFailed."""
+        log = self._log(log_name)
+        command = " ".join(args)
+        logger.info("RUN %s", command)
+        with log.open("a", encoding="utf-8") as out:
+            out.write(f"\n$ {command}\n")
+            out.flush()
+            try:
+                done = subprocess.run(
+                    args,
+                    cwd=self.root,
+                    env=self.env,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.STDOUT,
+                    text=True,
+                    timeout=timeout,
+                    check=False,
+                )
+            except subprocess.TimeoutExpired as exc:
+                output = exc.output if isinstance(exc.output, str) else ""
+                out.write(output)
+                raise StepFailed(
+                    command, -1, f"{output}\ntimed out after {timeout} s", log
+                ) from exc
+            out.write(done.stdout)
+        if done.returncode != 0:
+            raise StepFailed(command, done.returncode, done.stdout, log)
+        return done.stdout
+
+    def vagrant(self, *args: str, timeout: float = STEP_TIMEOUT_S) -> str:
+        return self.run(["vagrant", *args], f"vagrant-{args[0]}", timeout)
+
+    def ssh(self, node: str, command: str) -> str:
+        """Run ``command`` as root on ``node``; return its output."""
+        return self.vagrant("ssh", node, "-c", f"sudo sh -c {_quote(command)}")
+
+    def minicluster(self, *args: str, timeout: float = STEP_TIMEOUT_S) -> str:
+        cli = [sys.executable, "-m", "harness.cli", *args]
+        return self.run(cli, f"minicluster-{args[0]}", timeout)
+
+    def verify(self, label: str) -> Verdict:
+        """Run ``minicluster verify`` once; return its rows, failed or not."""
+        path = self.results / f"verify-{label}.json"
+        path.unlink(missing_ok=True)
+        exited = 0
+        try:
+            self.minicluster("verify", "--json", str(path))
+        except StepFailed as exc:
+            exited = exc.exited
+            if not path.is_file():
+                raise
+        doc = json.loads(path.read_text(encoding="utf-8"))
+        return Verdict(exited, doc["results"])
+
+    def wait_green(
+        self, label: str, timeout_s: float = 600, interval_s: float = 10
+    ) -> Verdict:
+        """Verify until every check passes (NFS skips aside); raise on timeout."""
+        deadline = time.monotonic() + timeout_s
+        tries = 0
+        while True:
+            tries += 1
+            verdict = self.verify(f"{label}-{tries}")
+            if verdict.is_green:
+                return verdict
+            if time.monotonic() > deadline:
+                raise AssertionError(
+                    f"not green after {timeout_s:.0f} s ({tries} verify runs); "
+                    f"last:\n{verdict.describe()}"
+                )
+            logger.info(
+                "On try %d, %s: not green yet:\n%s", tries, label, verdict.describe()
+            )
+            time.sleep(interval_s)
+
+
+def _quote(text: str) -> str:
+    return "'" + text.replace("'", "'\\''") + "'"
+
+
+def run_environment(
+    base: Mapping[str, str], *, privileged: bool, bundle: Path | None
+) -> dict[str, str]:
+    """Return the environment of every command of the run."""
+    env = {**base, **VAGRANT_ENV, "VAGRANT_DEFAULT_PROVIDER": "docker"}
+    # The committed default is privileged; a host that cannot grant every
+    # capability runs the nodes with the explicit set instead.
+    env["MINICLUSTER_DOCKER_PRIVILEGED"] = "true" if privileged else "false"
+    if bundle is not None:
+        env["MINICLUSTER_BUNDLE_PATH"] = str(bundle)
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    return env
+
+
+def docker_lines(*args: str) -> list[str]:
+    """Return the output lines of a docker command."""
+    done = subprocess.run(
+        ["docker", *args], capture_output=True, text=True, check=True, timeout=60
+    )
+    return [line for line in done.stdout.splitlines() if line.strip()]
+
+
+def cache_root(environ: Mapping[str, str] = os.environ) -> Path:
+    """Return MiniCluster's cache directory (bundle, node image packages)."""
+    return Path(environ.get("MINICLUSTER_CACHE") or Path.home() / ".cache/minicluster")
