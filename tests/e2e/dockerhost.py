@@ -169,6 +169,21 @@ def host_addresses() -> set[str]:
     }
 
 
+def routes_elsewhere(subnet: str) -> list[str]:
+    """Return the routes of ``subnet`` through interfaces that are not Docker's.
+
+    A libvirt or VirtualBox network on the same subnet would take the host's
+    traffic to the nodes (two routes, the first one wins).
+    """
+    done = _run(["ip", "-json", "route", "show", "to", "match", subnet])
+    return [
+        f"{route['dst']} dev {route['dev']}"
+        for route in json.loads(done.stdout or "[]")
+        if route.get("dst") != "default"
+        and not route["dev"].startswith(("br-", "docker"))
+    ]
+
+
 def isolation_problems(node_networks: list[str]) -> list[str]:
     """Return what would let a node reach beyond this machine (empty: nothing)."""
     problems = []

@@ -45,6 +45,10 @@ def test_docker_host_is_isolated(
     with phases.phase("docker-daemon"):
         assert dockerhost.daemon_answers()
         problems = dockerhost.isolation_problems(node_networks(e2e_settings))
+        problems += [
+            f"{route} already carries the node network; stop what uses it"
+            for route in dockerhost.routes_elsewhere(e2e_settings.node_subnet)
+        ]
         assert not problems, "\n".join(problems)
 
 
