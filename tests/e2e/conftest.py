@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from tests.e2e import dockerhost
-from tests.e2e.driver import Phases, Run, StepFailed, cache_root, run_environment
+from tests.e2e.driver import Phases, Run, StepFailed, run_environment
 
 logger = logging.getLogger("tests.e2e")
 
@@ -88,13 +88,9 @@ def e2e(
     request: pytest.FixtureRequest, docker_daemon: dockerhost.Daemon, results: Path
 ) -> Iterator[Run]:
     """Return the run in this checkout; its nodes are destroyed at the end."""
-    from harness import settings
-
-    version = settings.load(ROOT).kubernetes_version
+    # The bundle phase adds the bundle: the settings refuse one not built yet.
     env = run_environment(
-        os.environ,
-        privileged=dockerhost.can_run_privileged(),
-        bundle=cache_root() / "bundle" / f"v{version}",
+        os.environ, privileged=dockerhost.can_run_privileged(), bundle=None
     )
     run = Run(ROOT, results, env)
     yield run
@@ -110,7 +106,7 @@ def e2e(
 
 @pytest.fixture(scope="session")
 def e2e_settings(e2e: Run) -> Any:
-    """Return the settings as the run's environment makes them (docker, bundle)."""
+    """Return the settings of the run's environment (docker, before the bundle)."""
     from harness import settings
 
     return settings.load(ROOT, environ=e2e.env, provider="docker")

@@ -229,6 +229,7 @@ def run_environment(
     # The committed default is privileged; a host that cannot grant every
     # capability runs the nodes with the explicit set instead.
     env["MINICLUSTER_DOCKER_PRIVILEGED"] = "true" if privileged else "false"
+    env.pop("MINICLUSTER_BUNDLE_PATH", None)
     if bundle is not None:
         env["MINICLUSTER_BUNDLE_PATH"] = str(bundle)
     env.setdefault("PYTHONUNBUFFERED", "1")

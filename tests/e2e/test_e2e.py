@@ -18,7 +18,7 @@ import pytest
 from harness.checks.probes import DEMO_NAMESPACE, DEMO_SELECTOR
 from harness.kube import Kube, kubeconfig_path, parse_pod
 from tests.e2e import dockerhost
-from tests.e2e.driver import UP_TIMEOUT_S, Phases, Run, docker_lines
+from tests.e2e.driver import UP_TIMEOUT_S, Phases, Run, cache_root, docker_lines
 
 logger = logging.getLogger("tests.e2e")
 
@@ -62,8 +62,10 @@ def test_node_image(e2e: Run, e2e_settings: Any, phases: Phases) -> None:
 def test_bundle(e2e: Run, e2e_settings: Any, phases: Phases) -> None:
     with phases.phase("bundle"):
         e2e.minicluster("bundle", "build", timeout=60 * 60)
-    manifest = e2e_settings.bundle_path / "manifest.json"
+    root = cache_root(e2e.env) / "bundle"
+    manifest = root / f"v{e2e_settings.kubernetes_version}" / "manifest.json"
     assert manifest.is_file(), f"the bundle build left no {manifest}"
+    e2e.env["MINICLUSTER_BUNDLE_PATH"] = str(root)
 
 
 def test_up(e2e: Run, phases: Phases) -> None:
