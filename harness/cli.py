@@ -48,8 +48,6 @@ def _verify(args: argparse.Namespace, cluster: Any) -> int:
     from harness.cluster import verify
 
     rows, elapsed = verify(cluster.context(), args.k, parallel=not args.serial)
-    if not rows:
-        raise UsageError(f"-k {args.k!r} selects no check")
     report.out(report.table(rows))
     report.out(report.summary(rows, elapsed))
     if args.json:
@@ -59,7 +57,20 @@ def _verify(args: argparse.Namespace, cluster: Any) -> int:
     return EXIT_FAILED if any(r.failed for r in rows) else EXIT_OK
 
 
+def _check_expression(expr: str | None) -> None:
+    """Refuse a bad or empty -k before any machine is asked."""
+    from harness.checks import load_all, select
+
+    try:
+        picked = select(expr, load_all().values())
+    except HarnessError as exc:
+        raise UsageError(str(exc)) from exc
+    if not picked:
+        raise UsageError(f"-k {expr!r} selects no check")
+
+
 def cmd_verify(args: argparse.Namespace) -> int:
+    _check_expression(args.k)
     cluster = _attach(args)
     try:
         return _verify(args, cluster)
@@ -72,6 +83,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     from harness.vagrant import Vagrant, parse_progress
 
     # Preflight: the settings must hold before any machine is touched.
+    _check_expression(args.k)
     settings = _settings(args)
     report.out(
         f"bringing up {len(settings.nodes)} nodes with {settings.provider}: "
@@ -198,7 +210,7 @@ def build_parser() -> argparse.ArgumentParser:
     up = sub.add_parser("up", help="preflight, vagrant up, wait for Ready, verify")
     up.add_argument("--provider", help="virtualbox, libvirt or docker")
     _add_verify_options(up)
-    up.set_defaults(func=cmd_up, k=None)
+    up.set_defaults(func=cmd_up)
 
     verify = sub.add_parser("verify", help="run the acceptance checks")
     _add_verify_options(verify)

@@ -110,6 +110,22 @@ def parse_ssh_config(text: str) -> dict[str, SSHInfo]:
     return infos
 
 
+def machine_readable_error(output: str) -> str:
+    """Return the message of an ``error-exit`` line of --machine-readable output.
+
+    Input looks like (one line)::
+
+        1796301785,,error-exit,Vagrant::Errors::MachineNotFound,The machine with
+        the name 'nosuch' was not found configured for\\nthis Vagrant environment.
+    """
+    for line in output.splitlines():
+        fields = line.split(",", 4)
+        if len(fields) == 5 and fields[2] == "error-exit":
+            text = fields[4].replace("%!(VAGRANT_COMMA)", ",").replace("\\n", " ")
+            return f"{text} ({fields[3]})"
+    return ""
+
+
 # Vagrant's ui lines: "==> worker-1: Running provisioner: join.sh (shell)..."
 _PHASE = re.compile(r"^==> (?P<node>[\w.-]+): (?P<message>.*)$")
 _OUTPUT = re.compile(r"^    (?P<node>[\w.-]+): (?P<message>.*)$")
@@ -188,7 +204,8 @@ class Vagrant:
                 err_file.seek(0)
                 stderr = err_file.read().decode(errors="replace")
                 stdout = exc.output.decode(errors="replace") if exc.output else ""
-                raise VagrantError(args, exc.returncode, stdout + stderr) from exc
+                output = machine_readable_error(stdout) or stdout + stderr
+                raise VagrantError(args, exc.returncode, output) from exc
             except RuntimeError as exc:
                 # python-vagrant's way of saying the executable is missing.
                 raise VagrantError(

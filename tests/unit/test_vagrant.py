@@ -29,7 +29,8 @@ env > "$FAKE_ENV"
 case "$1" in
   status) out="$FAKE_STATUS"; err=""; rc="${FAKE_STATUS_RC:-0}" ;;
   ssh-config)
-    out="$FAKE_SSH_CONFIG"; err="${FAKE_SSH_CONFIG_ERR:-}"; rc="${FAKE_SSH_CONFIG_RC:-0}"
+    out="$FAKE_SSH_CONFIG"; err="${FAKE_SSH_CONFIG_ERR:-}"
+    rc="${FAKE_SSH_CONFIG_RC:-0}"
     # Asked by machine name: the running machine answers.
     [ $# -gt 1 ] && { err=""; rc=0; } ;;
   up) out="$FAKE_UP"; err="${FAKE_UP_ERR:-}"; rc="${FAKE_UP_RC:-0}" ;;
@@ -104,6 +105,11 @@ def test_status_failure_raises_with_vagrants_words(
         Vagrant(fake_vagrant).status()
     assert info.value.exited == 1
     assert "vagrant status --machine-readable exited 1" in str(info.value)
+    # The machine-readable error, decoded: commas and line breaks restored.
+    assert (
+        "The machine with the name 'nosuch' was not found configured for this "
+        "Vagrant environment. (Vagrant::Errors::MachineNotFound)"
+    ) in str(info.value)
 
 
 def test_environment_is_kept_and_extended(
@@ -232,7 +238,7 @@ def test_up_failure_carries_stderr(
     monkeypatch.setenv("FAKE_UP", str(DATA / "vagrant-up-docker.txt"))
     monkeypatch.setenv("FAKE_UP_ERR", str(err))
     monkeypatch.setenv("FAKE_UP_RC", "1")
-    lines = []
+    lines: list[str] = []
     with pytest.raises(VagrantError) as info:
         lines.extend(Vagrant(fake_vagrant, "docker").up())
     assert lines[0].startswith("Bringing machine 'control-plane' up")
