@@ -72,6 +72,14 @@ def phases(results: Path) -> Phases:
     return Phases(results / "phases.json")
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _host_sysctls() -> Iterator[None]:
+    """Give this machine back the kernel settings the nodes' kubelets change."""
+    saved = dockerhost.read_sysctls()
+    yield
+    dockerhost.restore_sysctls(saved)
+
+
 @pytest.fixture(scope="session")
 def docker_daemon(results: Path) -> Iterator[dockerhost.Daemon]:
     """Return the Docker daemon (started here if none runs), isolated from outside."""

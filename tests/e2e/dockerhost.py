@@ -29,6 +29,16 @@ DOCKERD_ARGS = (
     f"--dns={BRIDGE_ADDRESS}",
 )
 DAEMON_START_TIMEOUT_S = 60
+# Kernel settings kubelet writes at start. They are not namespaced, so a node
+# container that may write /proc/sys changes them on this machine too.
+KUBELET_SYSCTLS = (
+    "vm.overcommit_memory",
+    "vm.panic_on_oom",
+    "kernel.panic",
+    "kernel.panic_on_oops",
+    "kernel.keys.root_maxkeys",
+    "kernel.keys.root_maxbytes",
+)
 CAP_SYS_RESOURCE = 24
 
 
@@ -200,3 +210,20 @@ def isolation_problems(node_networks: list[str]) -> list[str]:
                 f"{source} is masqueraded (start dockerd with --ip-masq=false)"
             )
     return problems
+
+
+def read_sysctls(names: tuple[str, ...] = KUBELET_SYSCTLS) -> dict[str, str]:
+    """Return the current value of each kernel setting in ``names``."""
+    return {
+        name: Path("/proc/sys", *name.split(".")).read_text(encoding="utf-8").strip()
+        for name in names
+    }
+
+
+def restore_sysctls(saved: dict[str, str]) -> None:
+    """Write back the kernel settings that differ from ``saved``."""
+    for name, value in saved.items():
+        path = Path("/proc/sys", *name.split("."))
+        if path.read_text(encoding="utf-8").strip() != value:
+            path.write_text(value + "\n", encoding="utf-8")
+            logger.info("restored %s = %s on this machine", name, value)
