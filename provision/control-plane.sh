@@ -51,8 +51,9 @@ EOF
       echo "maxOpenFiles: ${max_files}"
     fi
     if cgroup_is_v1; then
-      # The node image's entry script prepares this slice in every hierarchy.
-      echo "cgroupRoot: /kubelet.slice"
+      # In cgroupfs notation: the systemd driver turns /kubelet into kubelet.slice,
+      # which the node image's entry script prepares in every hierarchy.
+      echo "cgroupRoot: /kubelet"
     fi
   fi
 }
