@@ -187,28 +187,20 @@ class Kube:
 
     def get_raw(self, path: str) -> tuple[int, str]:
         """GET ``path`` (``/readyz?verbose``) on the API server; status and body."""
-        from kubernetes.client.exceptions import ApiException
-
         resource, _, query = path.partition("?")
         params = [(q, "") for q in query.split("&") if q]
-        try:
-            data, status, _headers = self._call(
-                f"GET {path}",
-                self.api.call_api,
-                resource,
-                "GET",
-                query_params=params,
-                auth_settings=["BearerToken"],
-                response_type="str",
-                _preload_content=False,
-                _return_http_data_only=False,
-            )
-        except KubeError as exc:
-            cause = exc.__cause__
-            if isinstance(cause, ApiException) and cause.body:
-                return int(cause.status), str(cause.body)
-            raise
-        return int(status), data.data.decode(errors="replace")
+        method, url, headers, _body, _post = self.api.param_serialize(
+            "GET",
+            resource,
+            query_params=params,
+            header_params={"Accept": "text/plain, */*"},
+            auth_settings=["BearerToken"],
+        )
+        response = self._call(
+            f"GET {path}", self.api.call_api, method, url, header_params=headers
+        )
+        body = response.read() or b""
+        return int(response.status), body.decode(errors="replace")
 
     def exec(
         self, namespace: str, pod: str, argv: list[str], timeout_s: float = 20
