@@ -31,7 +31,7 @@ from harness.bundle.images import (
     binary_layer,
     command_image,
 )
-from harness.bundle.steps import BuildError, Step, produce, run, run_steps
+from harness.bundle.steps import BuildError, Step, produce, remove, run, run_steps
 
 logger = logging.getLogger(__name__)
 
@@ -62,7 +62,7 @@ class Pins:
     """The versions a bundle is built from; the rest come from kubeadm itself."""
 
     kubernetes: str = "v1.36.3"
-    flannel: str = "v0.28.0"  # github.com/flannel-io/flannel
+    flannel: str = "v0.28.7"  # github.com/flannel-io/flannel (cluster.yaml)
     cni_plugins: str = "v1.9.1"  # github.com/containernetworking/plugins
     # github.com/flannel-io/cni-plugin is not on the module proxy. Its code began as
     # plugins/meta/flannel of containernetworking/plugins, whose last release with
@@ -120,7 +120,7 @@ class Build:
         images = [
             Step(
                 f"writing image {n}",
-                self.out("images", f"{n}.tar"),
+                self.image_output(n),
                 self.image_writer(n),
             )
             for n in self.image_names()
@@ -190,7 +190,39 @@ class Build:
 
     def run(self) -> dict[str, float]:
         """Run every step not yet done; return the seconds each one took."""
+        self.drop_stale_bundle()
         return run_steps(self.steps())
+
+    def drop_stale_bundle(self) -> None:
+        """Remove a finished bundle that was made from other pinned versions."""
+        manifest = self.bundle / "manifest.json"
+        if not manifest.is_file():
+            return
+        made = json.loads(manifest.read_text()).get("components", {})
+        wanted = {
+            "flannel": self.pins.flannel,
+            "flannel-cni-plugin": f"{CNI_MODULE} {self.pins.flannel_cni}",
+            "cni-plugins": self.pins.cni_plugins,
+        }
+        changed = [
+            f"{k} {made.get(k)} -> {v}" for k, v in wanted.items() if made.get(k) != v
+        ]
+        if changed:
+            logger.info(
+                "bundle %s is out of date (%s); assembling it again",
+                self.version,
+                ", ".join(changed),
+            )
+            remove(self.bundle)
+
+    def image_output(self, name: str) -> Path:
+        """Return the cached archive of ``name``, keyed by what it is built from."""
+        pinned = {
+            "flannel": self.pins.flannel,
+            "flannel-cni-plugin": self.pins.flannel_cni,
+        }
+        suffix = f"-{pinned[name]}" if name in pinned else ""
+        return self.out("images", f"{name}{suffix}.tar")
 
     # --- Kubernetes ----------------------------------------------------------------
 
@@ -272,11 +304,14 @@ class Build:
         version = self.pins.flannel
         package = "github.com/flannel-io/flannel"
         module = self.go_module(f"flannel-{version}", {package: version}, [package])
+        # On amd64 flanneld always links its UDP backend, which is C: like
+        # flannel's own release build, use cgo and link statically.
         golang.build(
             module,
             package,
             output,
             ldflags=[f"-X {package}/pkg/version.Version={version}"],
+            cgo=True,
         )
 
     def cni_build(self, version: str, plugins: Mapping[str, str], output: Path) -> None:
@@ -482,7 +517,7 @@ class Build:
             "bin", f"flannel-cni-{self.pins.flannel_cni}"
         )
         for name in self.image_names():
-            files[f"images/{name}.tar"] = self.out("images", f"{name}.tar")
+            files[f"images/{name}.tar"] = self.image_output(name)
         return files
 
     def manifest(self, sums: Mapping[str, str]) -> dict[str, object]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -13,20 +14,36 @@ from harness.bundle.build import Build, Pins, default_cache, normalise_version
 logger = logging.getLogger(__name__)
 
 
-def configured_versions() -> dict[str, str]:
-    """Return the Kubernetes and Flannel versions of cluster.yaml, where readable."""
-    try:
-        from harness import settings  # type: ignore[attr-defined,unused-ignore]
+def configured_versions(root: Path | None = None) -> dict[str, str]:
+    """Return the Kubernetes and Flannel versions of cluster.yaml (and its local file).
 
-        loaded: Any = settings.load()  # type: ignore[attr-defined,unused-ignore]
-    except Exception as exc:  # no settings module yet, or invalid settings
-        logger.debug("settings not used for the bundle's versions: %s", exc)
-        return {}
-    versions = {"kubernetes": str(loaded.kubernetes_version)}
-    flannel = loaded.raw.get("flannel", {}).get("version")
-    if flannel:
-        versions["flannel"] = str(flannel)
-    return versions
+    The settings need not validate: a bundle.path that points at the bundle about to
+    be built is refused until it exists, and the versions are read all the same.
+    """
+    from harness import settings
+
+    root = root or settings.ROOT
+    try:
+        loaded = settings.load(root)
+        values = {
+            "kubernetes": loaded.kubernetes_version,
+            "flannel": loaded.raw.get("flannel", {}).get("version"),
+        }
+    except settings.SettingsError as exc:
+        logger.info(
+            "settings do not validate yet, reading the versions as written: %s", exc
+        )
+        data: dict[str, Any] = {}
+        for path in settings.settings_paths(root, os.environ):
+            if path.is_file():
+                data = settings.merge(
+                    data, settings.read_yaml(path, root).get("data") or {}
+                )
+        values = {
+            "kubernetes": data.get("kubernetes", {}).get("version"),
+            "flannel": data.get("flannel", {}).get("version"),
+        }
+    return {key: str(value) for key, value in values.items() if value}
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -57,7 +74,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 def build_command(args: argparse.Namespace) -> int:
     """Build the bundle and log where it is."""
-    configured = configured_versions()
+    configured = configured_versions(getattr(args, "root", None))
     defaults = Pins()
     pins = Pins(
         kubernetes=normalise_version(

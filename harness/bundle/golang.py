@@ -193,10 +193,18 @@ def build(
     *,
     ldflags: Sequence[str] = (),
     tags: Sequence[str] = (),
+    cgo: bool = False,
 ) -> None:
-    """Build one ``package`` of the wrapper module in ``module_dir`` to ``output``."""
-    argv = ["go", "build", "-trimpath", "-o", str(output)]
-    argv += ["-ldflags", " ".join(["-s", "-w", "-buildid=", *ldflags])]
+    """Build one ``package`` of the wrapper module in ``module_dir`` to ``output``.
+
+    With ``cgo`` the C parts are compiled too and linked statically, so the binary
+    still runs in an image without a libc.
+    """
+    flags = ["-s", "-w", "-buildid=", *ldflags]
+    if cgo:
+        flags += ["-linkmode=external", "-extldflags=-static"]
+    argv = ["go", "build", "-trimpath", "-o", str(output), "-ldflags", " ".join(flags)]
     if tags:
         argv += ["-tags", ",".join(tags)]
-    run(f"building {package}", [*argv, package], cwd=module_dir, env=go_env())
+    env = go_env({"CGO_ENABLED": "1"} if cgo else None)
+    run(f"building {package}", [*argv, package], cwd=module_dir, env=env)
