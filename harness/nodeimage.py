@@ -71,7 +71,7 @@ PACKAGES = (
 
 # images/node/<source> -> path in the image, mode.
 IMAGE_FILES = (
-    ("minicluster-entry", "usr/local/bin/minicluster-entry", 0o755),
+    ("minicluster-entry.sh", "usr/local/bin/minicluster-entry", 0o755),
     (
         "journald.conf.d/10-minicluster.conf",
         "etc/systemd/journald.conf.d/10-minicluster.conf",
