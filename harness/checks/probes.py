@@ -10,11 +10,12 @@ from typing import Any
 
 from harness.errors import Result
 
-# The demo pods serve the stock nginx page; its title is what "expected" means.
-EXPECTED_PAGE = "Welcome to nginx!"
-DEMO_NAMESPACE = "default"
-DEMO_NAME = "nginx"  # the Deployment and the Service of provision/nginx-demo.sh
+# What provision/nginx-demo.sh deploys: the Deployment and the NodePort Service
+# "nginx", pods labelled app=nginx, serving the project's page.
+DEMO_NAMESPACE = "minicluster-demo"
+DEMO_NAME = "nginx"
 DEMO_SELECTOR = "app=nginx"
+EXPECTED_PAGE = "<h1>MiniCluster</h1>"
 
 # curl (the nginx image has it), else wget, else bash's /dev/tcp: Debian's
 # nginx image carries only the last.
@@ -55,7 +56,7 @@ def describe_http(code: int, body: str, result: Result | None = None) -> str:
             (result.stderr.strip().splitlines() or ["no answer"])[-1] if result else ""
         )
         return f"no HTTP answer ({err})" if err else "no HTTP answer"
-    page = "the nginx page" if EXPECTED_PAGE in body else "another page"
+    page = "the MiniCluster page" if EXPECTED_PAGE in body else "another page"
     return f"HTTP {code} with {page}"
 
 

@@ -33,9 +33,8 @@ REPO = Path(__file__).resolve().parents[2]
 NODE_PORT = 30080
 # Directories the hosts mount their own copies over; created here if missing.
 MOUNT_POINTS = ("/etc/containerd", "/var/lib/kubelet", "/mnt/share")
-NGINX_PAGE = (
-    "<html><head><title>Welcome to nginx!</title></head><body>{name}</body></html>\n"
-)
+# The demo's page, as provision/nginx-demo.sh writes it.
+NGINX_PAGE = "<html><body><h1>MiniCluster</h1><p>{name}</p></body></html>\n"
 
 CONTAINERD_TOML = """\
 version = 2

@@ -11,7 +11,7 @@ from harness.checks.probes import http_probe_argv, parse_http_probe
 from harness.errors import Result
 from tests.unit.fakes import FakeKube, FakeSettings, data, items
 
-NGINX_PAGE = "<title>Welcome to nginx!</title>\nHTTP-STATUS 200\n"
+NGINX_PAGE = "<h1>MiniCluster</h1>\nHTTP-STATUS 200\n"
 
 
 def ctx_of(kube: FakeKube) -> Context:
@@ -141,7 +141,7 @@ def test_nginx_cluster_ip_other_page_fails(fake_kube: FakeKube) -> None:
     [
         (NGINX_PAGE, 200),  # curl
         (
-            "HTTP/1.1 200 OK\r\nServer: nginx\r\n\r\n<title>Welcome to nginx!</title>",
+            "HTTP/1.1 200 OK\r\nServer: nginx\r\n\r\n<h1>MiniCluster</h1>",
             200,
         ),  # /dev/tcp
         ("HTTP/1.1 404 Not Found\r\n", 404),

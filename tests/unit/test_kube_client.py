@@ -16,11 +16,11 @@ from tests.unit.fakes import data
 
 ANSWERS = {
     "/api/v1/nodes": (200, data("nodes-healthy.json").replace('"List"', '"NodeList"')),
-    "/api/v1/namespaces/default/pods?labelSelector=app%3Dnginx": (
+    "/api/v1/namespaces/minicluster-demo/pods?labelSelector=app%3Dnginx": (
         200,
         data("pods-nginx.json").replace('"List"', '"PodList"'),
     ),
-    "/apis/apps/v1/namespaces/default/deployments/nginx": (
+    "/apis/apps/v1/namespaces/minicluster-demo/deployments/nginx": (
         200,
         data("deployment-nginx.json"),
     ),
@@ -71,9 +71,11 @@ def test_nodes_come_back_as_api_json(kubeconfig: Path) -> None:
 
 def test_pods_and_deployment(kubeconfig: Path) -> None:
     kube = Kube(kubeconfig)
-    pods = kube.pods("default", "app=nginx")
+    pods = kube.pods("minicluster-demo", "app=nginx")
     assert [p["spec"]["nodeName"] for p in pods] == ["worker-1", "worker-2"]
-    assert kube.deployment("default", "nginx")["status"]["availableReplicas"] == 2
+    assert (
+        kube.deployment("minicluster-demo", "nginx")["status"]["availableReplicas"] == 2
+    )
 
 
 def test_raw_get_returns_status_and_body(kubeconfig: Path) -> None:
