@@ -35,6 +35,7 @@ class FakeSettings:
             Node("worker-2", "worker", "192.168.56.12", 2, 2048),
         ]
     )
+    provider: str = "virtualbox"
     kubernetes_version: str = "1.36.3"
     service_cidr: str = "10.96.0.0/12"
     nfs: Nfs = field(

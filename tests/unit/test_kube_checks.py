@@ -160,3 +160,28 @@ def test_http_probe_quotes_its_host() -> None:
 def test_service_json_shape_is_what_the_checks_read() -> None:
     spec = json.loads(data("service-nginx.json"))["spec"]
     assert spec["ports"][0]["nodePort"] == 30080
+
+
+class SwapHost:
+    """A node whose /proc/swaps lists the host's swap file (a docker node)."""
+
+    name = "worker-1"
+
+    def run(self, command: str, timeout: float | None = None) -> Result:
+        return Result(self.name, command, 0, self.check_output(command), "")
+
+    def check_output(self, command: str, timeout: float | None = None) -> str:
+        swaps = "Filename Type Size Used Priority\n/swapfile file 1048572 0 -2\n"
+        return f"{swaps}--minicluster--\n"
+
+
+@pytest.mark.parametrize(
+    ("provider", "status"), [("docker", "skip"), ("libvirt", "fail")]
+)
+def test_swap_of_the_docker_host_is_not_the_nodes(provider: str, status: str) -> None:
+    settings = FakeSettings(provider=provider)
+    ctx = Context(settings, {"worker-1": SwapHost()})
+    check = load_all()["hosts.swap_off"]
+    row = next(r for r in check.run(ctx) if r.node == "worker-1")
+    assert row.status == status
+    assert "/swapfile" in row.seen
