@@ -104,22 +104,23 @@ def test_service_runs_until_signalled(
 ) -> None:
     name = f"svc-{image}-{time.monotonic_ns()}"
     argv = ["ctr", "--address", str(containerd.address), "-n", "k8s.io"]
-    process = subprocess.Popen(
+    with subprocess.Popen(
         [*argv, "run", "--rm", imported[image], name],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
-    )
-    try:
-        deadline = time.monotonic() + 30
-        while not running(containerd, name):
-            assert process.poll() is None, process.communicate()[0]
-            assert time.monotonic() < deadline, f"{image} never started"
-            time.sleep(0.2)
-        time.sleep(1)  # still running a second later: it does not exit on its own
-        assert running(containerd, name)
-        containerd.ctr("tasks", "kill", "--signal", signal, name)
-        assert process.wait(timeout=30) == 0, process.communicate()[0]
-    finally:
-        if process.poll() is None:
-            containerd.ctr("tasks", "kill", "--signal", "SIGKILL", name)
-            process.wait(timeout=30)
+    ) as process:
+        try:
+            deadline = time.monotonic() + 30
+            while not running(containerd, name):
+                assert process.poll() is None, process.communicate()[0]
+                assert time.monotonic() < deadline, f"{image} never started"
+                time.sleep(0.2)
+            time.sleep(1)  # still running a second later: it does not exit on its own
+            assert running(containerd, name)
+            containerd.ctr("tasks", "kill", "--signal", signal, name)
+            output = process.communicate(timeout=30)[0]
+            assert process.returncode == 0, output
+        finally:
+            if process.poll() is None:
+                containerd.ctr("tasks", "kill", "--signal", "SIGKILL", name)
+                process.communicate(timeout=30)
