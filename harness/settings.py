@@ -92,6 +92,9 @@ GUEST_PATH = re.compile(r"^(/[A-Za-z0-9._-]+)+$")
 LIBVIRT_DRIVERS = ("kvm", "qemu")
 # The join and kubeconfig hand-off needs /vagrant shared both ways; rsync is one-way.
 LIBVIRT_SYNCED_FOLDERS = ("nfs", "9p", "virtiofs")
+# nat reaches out through the host; none isolates the guests (SSH from the host only).
+LIBVIRT_MANAGEMENT_MODES = ("nat", "none")
+LIBVIRT_NETWORK_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 _MISSING = object()
 
@@ -354,6 +357,10 @@ FIELDS: tuple[tuple[str, type, Any], ...] = (
     ("providers.virtualbox.linked_clone", bool, True),
     ("providers.libvirt.driver", str, _MISSING),
     ("providers.libvirt.synced_folder_type", str, _MISSING),
+    # vagrant-libvirt's own defaults: a NAT network the guests reach out through.
+    ("providers.libvirt.management_network_name", str, "vagrant-libvirt"),
+    ("providers.libvirt.management_network_address", str, "192.168.121.0/24"),
+    ("providers.libvirt.management_network_mode", str, "nat"),
     ("providers.docker.image", str, _MISSING),
     ("providers.docker.privileged", bool, _MISSING),
 )
@@ -857,6 +864,19 @@ def check_providers(values: dict[str, Any], ctx: Context) -> list[str]:
         problems.append(
             problem("providers.libvirt.synced_folder_type", kind, what, fix)
         )
+    mode = values["providers.libvirt.management_network_mode"]
+    if mode not in LIBVIRT_MANAGEMENT_MODES:
+        fix = "use nat, or none to keep the guests off every outside network"
+        problems.append(
+            problem("providers.libvirt.management_network_mode", mode, "unknown", fix)
+        )
+    name = values["providers.libvirt.management_network_name"]
+    if not LIBVIRT_NETWORK_NAME.match(name):
+        fix = "use letters, digits, '.', '_' and '-', e.g. vagrant-libvirt"
+        problems.append(
+            problem("providers.libvirt.management_network_name", name, "bad", fix)
+        )
+    network("providers.libvirt.management_network_address", values, problems)
     return problems
 
 
