@@ -234,10 +234,11 @@ def build_parser() -> argparse.ArgumentParser:
     down.set_defaults(func=cmd_down)
 
     # Subcommands of the other parts of the project, one line each.
-    from harness import bundle, nodeimage
+    from harness import bundle, nodeimage, vmimage
 
     nodeimage.add_parser(sub)
     bundle.add_parser(sub)
+    vmimage.add_parser(sub)
     return parser
 
 
