@@ -20,18 +20,8 @@ from pathlib import Path
 
 from harness.bundle import archive, debian, golang
 from harness.bundle.archive import Layer, Tree
-from harness.bundle.images import (
-    BASE,
-    DEBIAN,
-    NETFILTER,
-    NGINX,
-    PATH,
-    ImageSpec,
-    LayerSpec,
-    binary_layer,
-    command_image,
-)
-from harness.bundle.steps import BuildError, Step, produce, remove, run, run_steps
+from harness.bundle.images import ImageSpec, LayerSpec, image_spec
+from harness.bundle.steps import Step, produce, remove, run, run_steps
 
 logger = logging.getLogger(__name__)
 
@@ -127,17 +117,17 @@ class Build:
         ]
         return [
             Step(
-                lambda: f"resolving Kubernetes {v} modules",
+                f"resolving Kubernetes {v} modules",
                 self.out("go", "kubernetes"),
                 self.kube_module,
             ),
             Step(
-                lambda: f"building kubeadm {v}",
+                f"building kubeadm {v}",
                 self.out("bin", "kubeadm"),
                 self.kube_binary("kubeadm"),
             ),
             Step(
-                lambda: "listing kubeadm's images",
+                "listing kubeadm's images",
                 self.out("kubeadm-images.txt"),
                 self.list_images,
             ),
@@ -176,7 +166,7 @@ class Build:
                 self.build_pause,
             ),
             Step(
-                lambda: "downloading Debian packages",
+                "downloading Debian packages",
                 self.out("debs"),
                 self.download_debs,
             ),
@@ -383,78 +373,26 @@ class Build:
         ]
 
     def image_spec(self, name: str) -> ImageSpec:
-        bin_ = self.out("bin")
-        if name in CONTROL_PLANE or name == "kube-proxy":
-            return command_image(
-                name, self.image_list[name], bin_ / name, debian=name == "kube-proxy"
-            )
-        env = {"Env": [f"PATH={PATH}"]}
-        if name == "etcd":
-            etcd = self.out("etcd")
-            files = {f"/usr/local/bin/{c}": etcd / c for c in ("etcd", "etcdctl")}
-            return ImageSpec(
-                name,
-                self.image_list["etcd"],
-                (BASE, binary_layer(f"etcd-{self.etcd_version}", files)),
-                {**env, "Entrypoint": ["/usr/local/bin/etcd"]},
-            )
-        if name == "coredns":
-            tag = self.tag("coredns")
-            layer = binary_layer(f"coredns-{tag}", {"/coredns": bin_ / "coredns"})
-            return ImageSpec(
-                name,
-                self.image_list["coredns"],
-                (BASE, layer),
-                {
-                    **env,
-                    "Entrypoint": ["/coredns"],
-                    "ExposedPorts": {"53/tcp": {}, "53/udp": {}},
-                },
-            )
-        if name == "pause":
-            tag = self.tag("pause")
-            layer = binary_layer(f"pause-{tag}", {"/pause": bin_ / "pause"})
-            return ImageSpec(
-                name,
-                self.image_list["pause"],
-                (layer,),
-                {**env, "Entrypoint": ["/pause"], "User": "65535:65535"},
-            )
-        if name == "flannel":
-            v = self.pins.flannel
-            layer = binary_layer(
-                f"flanneld-{v}", {"/opt/bin/flanneld": bin_ / f"flanneld-{v}"}
-            )
-            return ImageSpec(
-                name,
-                f"ghcr.io/flannel-io/flannel:{v}",
-                (DEBIAN, NETFILTER, layer),
-                {**env, "Entrypoint": ["/opt/bin/flanneld"]},
-            )
-        if name == "flannel-cni-plugin":
-            v = self.pins.flannel_cni
-            layer = binary_layer(
-                f"flannel-cni-{v}", {"/flannel": bin_ / f"flannel-cni-{v}"}
-            )
-            return ImageSpec(
-                name,
-                self.flannel_cni_reference,
-                (DEBIAN, layer),
-                {**env, "Cmd": ["/bin/sh"]},
-            )
-        if name == "nginx":
-            return ImageSpec(
-                name,
-                self.nginx_reference,
-                (DEBIAN, NGINX),
-                {
-                    **env,
-                    "Cmd": ["nginx"],
-                    "StopSignal": "SIGQUIT",
-                    "ExposedPorts": {"80/tcp": {}},
-                },
-            )
-        raise BuildError("writing images", f"no image is called {name!r}")
+        """Return what image ``name`` holds, from the programs built earlier."""
+        bin_, etcd = self.out("bin"), self.out("etcd")
+        programs = {
+            command: bin_ / command for command in (*CONTROL_PLANE, "kube-proxy")
+        }
+        programs |= {
+            "etcd": etcd / "etcd",
+            "etcdctl": etcd / "etcdctl",
+            "coredns": bin_ / "coredns",
+            "pause": bin_ / "pause",
+            "flanneld": bin_ / f"flanneld-{self.pins.flannel}",
+            "flannel": bin_ / f"flannel-cni-{self.pins.flannel_cni}",
+        }
+        references = {
+            **self.image_list,
+            "flannel": f"ghcr.io/flannel-io/flannel:{self.pins.flannel}",
+            "flannel-cni-plugin": self.flannel_cni_reference,
+            "nginx": self.nginx_reference,
+        }
+        return image_spec(name, references[name], programs)
 
     @property
     def flannel_cni_reference(self) -> str:

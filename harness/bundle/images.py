@@ -140,21 +140,66 @@ NGINX = LayerSpec("nginx", debian=("nginx",), entries=tuple(nginx_extras()))
 
 def binary_layer(name: str, files: Mapping[str, Path]) -> LayerSpec:
     """Return a layer holding ``files`` (path in the image -> file on disk)."""
-    return LayerSpec(
-        name,
-        entries=tuple(disk_entry(path, src) for path, src in sorted(files.items())),
-    )
+    entries = tuple(disk_entry(path, src) for path, src in sorted(files.items()))
+    return LayerSpec(name, entries=entries)
 
 
-def command_image(
-    name: str, reference: str, binary: Path, *, debian: bool = False
-) -> ImageSpec:
-    """Return the image of one command at /usr/local/bin, kubeadm's expectation."""
-    path = f"/usr/local/bin/{name}"
-    below = (DEBIAN, NETFILTER) if debian else (BASE,)
-    return ImageSpec(
-        name,
-        reference,
-        (*below, binary_layer(f"{name}-{reference.rsplit(':', 1)[1]}", {path: binary})),
-        {"Env": [f"PATH={PATH}"], "Entrypoint": [path]},
-    )
+KUBE_IMAGES = (
+    "kube-apiserver",
+    "kube-controller-manager",
+    "kube-scheduler",
+    "kube-proxy",
+)
+
+# name: (layers below the programs, {path in the image: program}, image config)
+IMAGES: dict[str, tuple[tuple[LayerSpec, ...], dict[str, str], dict[str, Any]]] = {
+    "etcd": (
+        (BASE,),
+        {"/usr/local/bin/etcd": "etcd", "/usr/local/bin/etcdctl": "etcdctl"},
+        {"Entrypoint": ["/usr/local/bin/etcd"]},
+    ),
+    "coredns": (
+        (BASE,),
+        {"/coredns": "coredns"},
+        {"Entrypoint": ["/coredns"], "ExposedPorts": {"53/tcp": {}, "53/udp": {}}},
+    ),
+    # Like Kubernetes' own pause image: nothing but the program, run as 65535.
+    "pause": (
+        (),
+        {"/pause": "pause"},
+        {"Entrypoint": ["/pause"], "User": "65535:65535"},
+    ),
+    "flannel": (
+        (DEBIAN, NETFILTER),
+        {"/opt/bin/flanneld": "flanneld"},
+        {"Entrypoint": ["/opt/bin/flanneld"]},
+    ),
+    # Flannel's DaemonSet runs `cp -f /flannel /opt/cni/bin/flannel` in this image.
+    "flannel-cni-plugin": ((DEBIAN,), {"/flannel": "flannel"}, {"Cmd": ["/bin/sh"]}),
+    "nginx": (
+        (DEBIAN, NGINX),
+        {},
+        {"Cmd": ["nginx"], "StopSignal": "SIGQUIT", "ExposedPorts": {"80/tcp": {}}},
+    ),
+}
+
+
+def image_spec(name: str, reference: str, programs: Mapping[str, Path]) -> ImageSpec:
+    """Return image ``name`` holding the built ``programs`` (program -> file)."""
+    tag = reference.rsplit(":", 1)[1]
+    if name in KUBE_IMAGES:
+        # kubeadm's manifests run /usr/local/bin/<command>.
+        below: tuple[LayerSpec, ...] = (
+            (DEBIAN, NETFILTER) if name == "kube-proxy" else (BASE,)
+        )
+        files = {f"/usr/local/bin/{name}": name}
+        config: dict[str, Any] = {"Entrypoint": [f"/usr/local/bin/{name}"]}
+    elif name in IMAGES:
+        below, files, config = IMAGES[name]
+    else:
+        raise KeyError(f"no image is called {name!r}")
+    layers = below
+    if files:
+        found = {path: programs[program] for path, program in files.items()}
+        layers = (*below, binary_layer(f"{name}-{tag}", found))
+    return ImageSpec(name, reference, layers, {"Env": [f"PATH={PATH}"], **config})
