@@ -178,7 +178,9 @@ bundle_import_images() {
     name="$(basename "${archive}" .tar)"
     ref="$(bundle_image_ref "${dir}" "${name}")"
     info "importing ${ref} from images/${name}.tar"
-    "${BUNDLE_CTR}" -n "${BUNDLE_NAMESPACE}" images import "${archive}" >/dev/null
-    "${BUNDLE_CTR}" -n "${BUNDLE_NAMESPACE}" images label "${ref}" "${BUNDLE_PIN_LABEL}" >/dev/null
+    "${BUNDLE_CTR}" -n "${BUNDLE_NAMESPACE}" images import "${archive}" >/dev/null ||
+      fatal "${BUNDLE_CTR} could not import images/${name}.tar; is containerd running (\`${BUNDLE_CTR} version\`)?"
+    "${BUNDLE_CTR}" -n "${BUNDLE_NAMESPACE}" images label "${ref}" "${BUNDLE_PIN_LABEL}" >/dev/null ||
+      fatal "images/${name}.tar imported, but no image ${ref} appeared; the archive and manifest.json disagree"
   done
 }
