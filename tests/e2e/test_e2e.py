@@ -83,13 +83,19 @@ def test_nodes_cannot_leave_this_machine(
     with phases.phase("isolation"):
         problems = dockerhost.isolation_problems(node_networks(e2e_settings))
         local = dockerhost.host_addresses()
+        # Flannel routes the other nodes' pod subnets through its overlay.
+        pods = ipaddress.ip_network(e2e_settings.pod_cidr)
         for node in e2e_settings.nodes:
-            routes = json.loads(e2e.ssh(node.name, "ip -json -4 route show"))
-            for route in routes:
+            routes, resolv = e2e.ssh(
+                node.name, "ip -json -4 route show; echo ===; cat /etc/resolv.conf"
+            ).split("===\n", 1)
+            for route in json.loads(routes):
                 gateway = route.get("gateway")
-                if gateway and gateway not in local:
-                    problems.append(f"{node.name}: route via {gateway}, not this host")
-            resolv = e2e.ssh(node.name, "cat /etc/resolv.conf")
+                if not gateway or gateway in local:
+                    continue
+                if ipaddress.ip_address(gateway) not in pods:
+                    dst = route["dst"]
+                    problems.append(f"{node.name}: {dst} via {gateway}, not this host")
             for line in resolv.splitlines():
                 words = line.split()
                 if words[:1] == ["nameserver"] and words[1] not in local:
