@@ -1,0 +1,131 @@
+"""Fixtures of the storage run: this machine's libvirt, the run, its phase times.
+
+The tests of ``test_storage.py`` are the run's phases, in file order. Once one
+fails, the later ones are skipped (they would fail for the same reason), except
+those marked ``always``, such as the final teardown.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.storage import driver
+
+logger = logging.getLogger("tests.storage")
+
+_FAILED_PHASE: dict[str, str] = {}
+# What the storage run needs on this machine, and where it comes from.
+COMMANDS = {
+    "vagrant": "vagrant",
+    "virsh": "libvirt-clients",
+    "libvirtd": "libvirt-daemon-system",
+    "qemu-system-x86_64": "qemu-system-x86",
+    "debootstrap": "debootstrap",
+    "qemu-img": "qemu-utils",
+}
+VAGRANT_LIBVIRT = Path("/usr/share/vagrant-plugins/plugins.d/vagrant-libvirt.json")
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("minicluster storage")
+    group.addoption(
+        "--keep-vms",
+        action="store_true",
+        help="leave the VMs up at the end (skips the teardown phase)",
+    )
+    group.addoption(
+        "--storage-results",
+        type=Path,
+        default=Path(
+            os.environ.get(
+                "MINICLUSTER_STORAGE_RESULTS", driver.ROOT / "results/storage"
+            )
+        ),
+        help="where logs, check reports and phase times go (default: %(default)s)",
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "always: runs even after an earlier phase failed"
+    )
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    if _FAILED_PHASE and item.get_closest_marker("always") is None:
+        pytest.skip(f"an earlier phase failed: {_FAILED_PHASE['name']}")
+
+
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> None:
+    failed = call.excinfo is not None and not call.excinfo.errisinstance(
+        pytest.skip.Exception
+    )
+    if call.when == "call" and failed and not _FAILED_PHASE:
+        _FAILED_PHASE["name"] = item.name
+
+
+def _missing_prerequisites() -> list[str]:
+    missing = [
+        f"{command} (apt-get install {package})"
+        for command, package in COMMANDS.items()
+        if shutil.which(command) is None
+    ]
+    if not VAGRANT_LIBVIRT.exists() and not list(
+        Path.home().glob(".vagrant.d/gems/*/gems/vagrant-libvirt-*")
+    ):
+        missing.append("the vagrant-libvirt plugin (apt-get install vagrant-libvirt)")
+    return missing
+
+
+@dataclass
+class State:
+    """What the phases hand on to each other."""
+
+    results: Path
+    phases: driver.Phases
+    host: driver.HostState | None = None
+    run: driver.StorageRun | None = None
+    ctx: Any = None
+    box_built: bool = False
+    torn_down: bool = False
+    notes: dict[str, Any] = field(default_factory=dict)
+
+
+@pytest.fixture(scope="session")
+def state(request: pytest.FixtureRequest) -> Iterator[State]:
+    """Return the run's shared state; undo the host changes if no phase did."""
+    if os.geteuid() != 0:
+        pytest.fail(
+            "the storage run needs root: it builds the box (losetup, chroot) and "
+            "drives libvirt's system daemon; run `sudo tox -e storage`",
+            pytrace=False,
+        )
+    missing = _missing_prerequisites()
+    if missing:
+        pytest.fail(f"missing: {', '.join(missing)}", pytrace=False)
+    results: Path = request.config.getoption("--storage-results")
+    results.mkdir(parents=True, exist_ok=True)
+    state = State(results, driver.Phases(results / "phases.json"))
+    yield state
+    if state.torn_down or request.config.getoption("--keep-vms"):
+        return
+    # A phase raised before the teardown phase ran: clean up anyway.
+    logger.warning("the teardown phase did not run; destroying the VMs now")
+    if state.ctx is not None:
+        from harness.remote import close_all
+
+        close_all(state.ctx.hosts)
+    if state.run is not None:
+        state.run.destroy()
+    if state.host is not None:
+        left = driver.restore_host(state.host)
+        if left:
+            logger.warning("libvirt still holds %s", ", ".join(left))

@@ -1,0 +1,358 @@
+"""The storage criteria on three emulated VMs, in order: up, checks, faults, teardown.
+
+Each fault is made on one node, the storage checks must fail on that node's row
+(and pass on the nodes the fault does not touch), and the fault is undone until
+every check passes again.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shlex
+import subprocess
+import time
+import uuid
+from collections.abc import Sequence
+
+import pytest
+
+from benchmarks import storage as benchmark
+from harness import vmimage
+from harness.checks import CheckResult, load_all, run_checks, select
+from harness.remote import close_all
+from harness.wait import until
+from tests.storage import driver, libvirt
+from tests.storage.conftest import State
+
+pytestmark = [pytest.mark.storage]
+
+logger = logging.getLogger("tests.storage")
+
+RECOVER_TIMEOUT_S = 240  # NFSv4's grace period after a server restart is 90 s
+REBOOT_TIMEOUT_S = 600
+WRITE_SECONDS = 20
+
+
+def storage_checks(state: State, expr: str = "storage") -> list[CheckResult]:
+    """Run the storage checks; log every row; return them."""
+    rows = run_checks(state.ctx, select(expr, load_all().values()))
+    for row in rows:
+        logger.info("%-26s %-14s %-4s %s", row.name, row.node, row.status, row.seen)
+    return rows
+
+
+def write_report(state: State, name: str, rows: Sequence[CheckResult]) -> None:
+    path = state.results / f"checks-{name}.json"
+    path.write_text(json.dumps([r.to_dict() for r in rows], indent=2) + "\n")
+
+
+def assert_all_pass(rows: Sequence[CheckResult]) -> None:
+    bad = [f"{r.name} on {r.node}: {r.status}: {r.seen}" for r in rows if not r.passed]
+    assert not bad, "storage checks not all passing:\n" + "\n".join(bad)
+
+
+def assert_fault_named(
+    rows: Sequence[CheckResult], check: str, node: str, spared: Sequence[str] = ()
+) -> None:
+    """Assert ``check`` fails on ``node``, and passes on the ``spared`` nodes."""
+    row = next((r for r in rows if r.name == check and r.node == node), None)
+    assert row is not None, f"no {check} row for {node}"
+    assert row.failed, f"{check} on {node} did not fail: {row.status}: {row.seen}"
+    wrong = [r for r in rows if r.name == check and r.node in spared and not r.passed]
+    assert not wrong, f"{check} also failed where the fault is not: {wrong}"
+
+
+def wait_all_pass(state: State, what: str) -> float:
+    """Wait until every storage check passes again; return how long it took."""
+    started = time.monotonic()
+
+    def probe() -> tuple[bool, str]:
+        rows = storage_checks(state)
+        bad = [f"{r.name} on {r.node}: {r.seen}" for r in rows if not r.passed]
+        return not bad, "; ".join(bad) or "all pass"
+
+    until(what, probe, timeout_s=RECOVER_TIMEOUT_S, interval_s=5)
+    return time.monotonic() - started
+
+
+def sh(state: State, node: str, command: str, timeout: float = 120) -> str:
+    """Run ``command`` as root on ``node``; return its stdout, or fail the test."""
+    result = state.ctx.host(node).run(command, timeout=timeout)
+    assert result.ok, f"{command!r} on {node} exited {result.exited}: {result.stderr}"
+    return str(result.stdout)
+
+
+def roles(state: State) -> tuple[str, str, str]:
+    """Return the server and two clients (the last two nodes other than the server)."""
+    server = state.ctx.settings.nfs.server
+    clients = [n.name for n in state.ctx.nodes if n.name != server]
+    assert len(clients) >= 2, "the storage run needs the server and two more nodes"
+    return server, clients[0], clients[-1]
+
+
+# --- bring-up ---
+
+
+def test_box(state: State) -> None:
+    """Build (or reuse) the box and add it to Vagrant."""
+    state.host = driver.prepare_host()
+    with state.phases.phase("box"):
+        box = vmimage.ensure_box()
+    state.box_built = box.built
+    state.notes["box"] = {"name": box.name, "inputs": box.inputs, "built": box.built}
+    state.run = driver.StorageRun(state.results, os.environ, box.name)
+
+
+def test_up(state: State) -> None:
+    """vagrant up the three VMs with the storage provisioners only."""
+    run = state.run
+    assert run is not None
+    settings = run.settings()
+    taken = driver.overlapping_routes([settings.node_subnet, driver.MANAGEMENT_ADDRESS])
+    if run.created():
+        logger.info("destroying the VMs an earlier run left: %s", run.created())
+        run.destroy()
+        taken = driver.overlapping_routes(
+            [settings.node_subnet, driver.MANAGEMENT_ADDRESS]
+        )
+    assert not taken, (
+        f"this machine already routes {', '.join(taken)}: another cluster (for "
+        f"example the docker provider's) holds the subnet; stop it, or set "
+        f"{driver.SUBNET_VARIABLE} to a free /24 such as 192.168.57.0/24"
+    )
+    up = run.up()
+    state.phases.record("boot", up.boot_s)
+    state.phases.record("provision", up.provision_s)
+    states = {m.name: m.state for m in run.vagrant.status()}
+    assert all(s == "running" for s in states.values()), states
+    state.ctx = run.context()
+    assert sorted(state.ctx.hosts) == sorted(n.name for n in settings.nodes)
+
+
+def test_vms_reach_nothing_outside(state: State) -> None:
+    """The VMs' networks forward nowhere; no VM has a default route."""
+    # vagrant-libvirt names a domain <checkout directory>_<machine>.
+    names = tuple(f"{driver.ROOT.name}_{n.name}" for n in state.ctx.nodes)
+    domains = [d for d in libvirt.inventory().domains if d in names]
+    networks = {net for d in domains for net in libvirt.domain_networks(d)}
+    assert networks, f"no libvirt network found for the domains {domains}"
+    for net in sorted(networks):
+        xml = libvirt.network_xml(net)
+        assert "<forward" not in xml, f"libvirt network {net} forwards:\n{xml}"
+    gateway = _host_gateway()
+    for node in state.ctx.nodes:
+        routes = sh(state, node.name, "ip -4 route show default")
+        assert not routes.strip(), f"{node.name} has a default route: {routes}"
+        if gateway:
+            probe = state.ctx.host(node).run(
+                f"timeout 5 bash -c ': </dev/tcp/{gateway}/80'"
+            )
+            assert not probe.ok, f"{node.name} reached {gateway}, outside the host"
+
+
+def _host_gateway() -> str:
+    out = subprocess.run(
+        ["ip", "-4", "route", "show", "default"], capture_output=True, text=True
+    ).stdout.split()
+    return out[out.index("via") + 1] if "via" in out else ""
+
+
+def test_storage_checks_pass(state: State) -> None:
+    """Every storage check passes on the freshly provisioned VMs."""
+    with state.phases.phase("checks"):
+        rows = storage_checks(state)
+    write_report(state, "healthy", rows)
+    assert_all_pass(rows)
+    assert {r.name for r in rows} >= {
+        "storage.server_running",
+        "storage.export",
+        "storage.mounted",
+        "storage.mounted_at_boot",
+        "storage.shared_files",
+    }
+
+
+# --- faults: each is named on its node, then undone ---
+
+
+@pytest.mark.destructive
+def test_share_unmounted_is_named(state: State) -> None:
+    server, client, other = roles(state)
+    mount_point = state.ctx.settings.nfs.mount_point
+    with state.phases.phase("fault-unmounted"):
+        sh(state, client, f"umount {shlex.quote(mount_point)}")
+        rows = storage_checks(state)
+        write_report(state, "unmounted", rows)
+        assert_fault_named(rows, "storage.mounted", client, spared=[server, other])
+        assert_fault_named(rows, "storage.shared_files", client, [server, other])
+        sh(state, client, f"mount {shlex.quote(mount_point)}")
+        wait_all_pass(state, f"the share mounted again on {client}")
+
+
+@pytest.mark.destructive
+def test_export_removed_is_named(state: State) -> None:
+    server, _, _ = roles(state)
+    nfs, subnet = state.ctx.settings.nfs, state.ctx.settings.node_subnet
+    with state.phases.phase("fault-export-removed"):
+        sh(state, server, f"exportfs -u {subnet}:{nfs.export_path}")
+        rows = storage_checks(state, "storage and not shared_files")
+        write_report(state, "export-removed", rows)
+        assert_fault_named(rows, "storage.export", server)
+        sh(state, server, "exportfs -ra")
+        wait_all_pass(state, f"the export back on {server}")
+
+
+@pytest.mark.destructive
+def test_server_stopped_is_named(state: State) -> None:
+    server, _, _ = roles(state)
+    with state.phases.phase("fault-server-stopped"):
+        sh(state, server, "systemctl stop nfs-server")
+        # Reads of the share block while the server is away (each is cut off
+        # after IO_TIMEOUT_S); the cross-node files are left out to save the time.
+        rows = storage_checks(state, "storage and not shared_files")
+        write_report(state, "server-stopped", rows)
+        assert_fault_named(rows, "storage.server_running", server)
+        sh(state, server, "systemctl start nfs-server")
+        wait_all_pass(state, f"nfs-server back on {server}")
+
+
+# --- a client reboots; the server restarts under a writing client ---
+
+
+def _boot_id(state: State, node: str) -> str:
+    return sh(state, node, "cat /proc/sys/kernel/random/boot_id").strip()
+
+
+@pytest.mark.destructive
+def test_rebooted_client_mounts_the_share(state: State) -> None:
+    _, client, _ = roles(state)
+    before = _boot_id(state, client)
+    host = state.ctx.host(client)
+    with state.phases.phase("reboot-client"):
+        # Detached, so that the command returns before the connection drops.
+        host.run("nohup sh -c 'sleep 1; systemctl reboot' >/dev/null 2>&1 &")
+        host.close_quietly()
+
+        def back() -> tuple[bool, str]:
+            now = _boot_id(state, client)
+            return now != before, f"boot id {now}"
+
+        until(f"{client} to boot again", back, timeout_s=REBOOT_TIMEOUT_S, interval_s=5)
+
+        def mounted() -> tuple[bool, str]:
+            rows = storage_checks(state, "storage.mounted")
+            row = next(r for r in rows if r.node == client)
+            return row.passed, row.seen
+
+        until(f"the share on {client} after boot", mounted, timeout_s=180)
+    rows = storage_checks(state)
+    write_report(state, "after-reboot", rows)
+    assert_all_pass(rows)
+
+
+WRITER = r"""
+dir={dir}; log={log}; end=$(( $(date +%s) + {seconds} )); i=0
+mkdir -p "$dir"; : > "$log"
+while [ "$(date +%s)" -lt "$end" ]; do
+  i=$((i + 1))
+  rec="record $i $(head -c 24 /dev/urandom | base64)"
+  # Acknowledged only once dd's fsync returned: the bytes are on the server.
+  if printf '%s\n' "$rec" | dd of="$dir/$i" conv=fsync status=none; then
+    echo "$i $(printf '%s\n' "$rec" | sha256sum | cut -c1-64) $(date +%s.%N)" >> "$log"
+  fi
+done
+touch "$log.done"
+"""
+
+
+def _sums(text: str) -> dict[str, str]:
+    """Return ``name -> sha256`` of ``sha256sum`` output."""
+    sums = {}
+    for line in text.splitlines():
+        words = line.split()
+        if len(words) == 2:
+            sums[words[1].split("/")[-1]] = words[0]
+    return sums
+
+
+@pytest.mark.destructive
+def test_server_restart_loses_no_acknowledged_write(state: State) -> None:
+    server, _, writer = roles(state)
+    nfs = state.ctx.settings.nfs
+    token = uuid.uuid4().hex[:8]
+    name = f".minicluster-restart-{token}"
+    log = f"/var/tmp/minicluster-acked-{token}"
+    script = WRITER.format(
+        dir=shlex.quote(f"{nfs.mount_point}/{name}"), log=log, seconds=WRITE_SECONDS
+    )
+    with state.phases.phase("server-restart-during-writes"):
+        sh(state, writer, f"nohup bash -c {shlex.quote(script)} >/dev/null 2>&1 &")
+        time.sleep(5)
+        restarted_at = float(sh(state, writer, "date +%s.%N"))
+        sh(state, server, "systemctl restart nfs-server")
+
+        def writer_done() -> tuple[bool, str]:
+            done = state.ctx.host(writer).run(f"test -e {log}.done").ok
+            count = sh(state, writer, f"wc -l < {log}").strip()
+            return done, f"{count} writes acknowledged"
+
+        until("the writer to finish", writer_done, timeout_s=RECOVER_TIMEOUT_S)
+        acked = [line.split() for line in sh(state, writer, f"cat {log}").splitlines()]
+        # What the server holds on its own disk, and what the client reads back.
+        on_server = _sums(
+            sh(state, server, f"cd {nfs.export_path}/{name} && sha256sum *")
+        )
+        read_back = f"cd {nfs.mount_point}/{name} && timeout 60 sha256sum *"
+        on_client = _sums(sh(state, writer, read_back))
+    before = [a for a in acked if float(a[2]) < restarted_at]
+    after = [a for a in acked if float(a[2]) >= restarted_at]
+    state.notes["restart"] = {"acknowledged": len(acked), "after_restart": len(after)}
+    lost = [a[0] for a in acked if on_server.get(a[0]) != a[1]]
+    misread = [a[0] for a in acked if on_client.get(a[0]) != a[1]]
+    sh(state, writer, f"rm -rf {nfs.mount_point}/{name} {log} {log}.done")
+    span = f"{len(before)} writes acknowledged before the restart, {len(after)} after"
+    assert before, span
+    assert after, span
+    assert not lost, f"acknowledged writes missing or wrong on {server}: {lost}"
+    assert not misread, f"acknowledged writes read back wrong on {writer}: {misread}"
+    assert_all_pass(storage_checks(state))
+
+
+# --- numbers, then nothing left behind ---
+
+
+def test_throughput(state: State) -> None:
+    """Write and read throughput on the share and on local disk, same VM."""
+    _, client, _ = roles(state)
+    with state.phases.phase("throughput"):
+        numbers = benchmark.measure(state.ctx, names=[client])
+    record = {
+        "box": "cold" if state.box_built else "warm",
+        "phases": {row["phase"]: row["seconds"] for row in state.phases.rows},
+        "throughput": numbers,
+        **state.notes,
+    }
+    path = state.results / "benchmark.json"
+    path.write_text(json.dumps(record, indent=2) + "\n")
+    logger.info("benchmark: %s", json.dumps(record))
+
+
+@pytest.mark.always
+def test_teardown_leaves_nothing(state: State, request: pytest.FixtureRequest) -> None:
+    """vagrant destroy -f, then libvirt holds nothing the run made."""
+    if request.config.getoption("--keep-vms"):
+        pytest.skip("--keep-vms: the VMs stay up")
+    left: list[str] = []
+    with state.phases.phase("teardown"):
+        if state.ctx is not None:
+            close_all(state.ctx.hosts)
+        if state.run is not None:
+            state.run.destroy()
+        if state.host is not None:
+            left = driver.restore_host(state.host)
+        state.torn_down = True
+    assert not left, f"libvirt still holds what the run made: {', '.join(left)}"
+    if state.run is not None:
+        assert not state.run.created(), f"machines left: {state.run.created()}"
