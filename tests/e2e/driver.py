@@ -13,6 +13,7 @@ import os
 import re
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -34,6 +35,8 @@ VAGRANT_ENV = {
     "VAGRANT_NO_COLOR": "1",
 }
 UP_TIMEOUT_S = 45 * 60
+# Output lines worth showing while a long command runs.
+PROGRESS = re.compile(r"^==> |^\s+\S+: (\+\+\+|!!!) ")
 STEP_TIMEOUT_S = 15 * 60
 
 
@@ -142,34 +145,51 @@ class Run:
     def run(
         self, args: list[str], log_name: str, timeout: float = STEP_TIMEOUT_S
     ) -> str:
-        """Run ``args`` in the checkout; return its output or raise StepFailed."""
+        """Run ``args`` in the checkout; return its output or raise StepFailed.
+
+        The output goes to the log file as it comes; Vagrant's ``==>`` lines and
+        the provisioners' ``+++``/``!!!`` lines are logged too, to show progress.
+        """
         log = self._log(log_name)
         command = " ".join(args)
         logger.info("RUN %s", command)
+        lines: list[str] = []
         with log.open("a", encoding="utf-8") as out:
             out.write(f"\n$ {command}\n")
-            out.flush()
+            process = subprocess.Popen(
+                args,
+                cwd=self.root,
+                env=self.env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+                errors="replace",
+            )
+            timed_out = threading.Event()
+
+            def kill() -> None:
+                timed_out.set()
+                process.kill()
+
+            timer = threading.Timer(timeout, kill)
+            timer.start()
             try:
-                done = subprocess.run(
-                    args,
-                    cwd=self.root,
-                    env=self.env,
-                    stdout=subprocess.PIPE,
-                    stderr=subprocess.STDOUT,
-                    text=True,
-                    timeout=timeout,
-                    check=False,
-                )
-            except subprocess.TimeoutExpired as exc:
-                output = exc.output if isinstance(exc.output, str) else ""
-                out.write(output)
-                raise StepFailed(
-                    command, -1, f"{output}\ntimed out after {timeout} s", log
-                ) from exc
-            out.write(done.stdout)
-        if done.returncode != 0:
-            raise StepFailed(command, done.returncode, done.stdout, log)
-        return done.stdout
+                assert process.stdout is not None
+                for line in process.stdout:
+                    out.write(line)
+                    out.flush()
+                    lines.append(line)
+                    if PROGRESS.search(line):
+                        logger.info("%s", line.rstrip())
+                exited = process.wait()
+            finally:
+                timer.cancel()
+        output = "".join(lines)
+        if timed_out.is_set():
+            output += f"\nkilled: timed out after {timeout:.0f} s"
+        if exited != 0:
+            raise StepFailed(command, exited, output, log)
+        return output
 
     def vagrant(self, *args: str, timeout: float = STEP_TIMEOUT_S) -> str:
         return self.run(["vagrant", *args], f"vagrant-{args[0]}", timeout)
