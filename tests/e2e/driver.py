@@ -156,7 +156,7 @@ class Run:
         lines: list[str] = []
         with log.open("a", encoding="utf-8") as out:
             out.write(f"\n$ {command}\n")
-            process = subprocess.Popen(
+            with subprocess.Popen(
                 args,
                 cwd=self.root,
                 env=self.env,
@@ -164,26 +164,26 @@ class Run:
                 stderr=subprocess.STDOUT,
                 text=True,
                 errors="replace",
-            )
-            timed_out = threading.Event()
+            ) as process:
+                timed_out = threading.Event()
 
-            def kill() -> None:
-                timed_out.set()
-                process.kill()
+                def kill() -> None:
+                    timed_out.set()
+                    process.kill()
 
-            timer = threading.Timer(timeout, kill)
-            timer.start()
-            try:
-                assert process.stdout is not None
-                for line in process.stdout:
-                    out.write(line)
-                    out.flush()
-                    lines.append(line)
-                    if PROGRESS.search(line):
-                        logger.info("%s", line.rstrip())
-                exited = process.wait()
-            finally:
-                timer.cancel()
+                timer = threading.Timer(timeout, kill)
+                timer.start()
+                try:
+                    assert process.stdout is not None
+                    for line in process.stdout:
+                        out.write(line)
+                        out.flush()
+                        lines.append(line)
+                        if PROGRESS.search(line):
+                            logger.info("%s", line.rstrip())
+                    exited = process.wait()
+                finally:
+                    timer.cancel()
         output = "".join(lines)
         if timed_out.is_set():
             output += f"\nkilled: timed out after {timeout:.0f} s"
