@@ -57,6 +57,9 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers", "always: runs even after an earlier phase failed"
     )
+    # A rebooting node resets its SSH connection; paramiko logs that at ERROR
+    # although the harness reconnects (and fails the wait if it cannot).
+    logging.getLogger("paramiko.transport").setLevel(logging.CRITICAL)
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:

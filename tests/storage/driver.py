@@ -213,7 +213,12 @@ class StorageRun:
                 out.write(f"{now - start:7.1f} {line}")
                 out.flush()
                 progress = parse_progress(line)
-                if progress and not progress.output:
+                # The "-- Name: value" lines list each domain's settings.
+                if (
+                    progress
+                    and not progress.output
+                    and not progress.phase.startswith("-- ")
+                ):
                     logger.info("%s: %s", progress.node, progress.phase)
         return up_times(stamped, start, time.monotonic())
 
