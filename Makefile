@@ -19,6 +19,10 @@ $(VENV)/.installed: pyproject.toml
 up: venv
 	$(VENV)/bin/minicluster up
 
+# Every suite, in the order that reuses work: e2e takes the bundle that the
+# bundle env built.
+SUITES ?= lint,unit,integration,bundle,e2e,storage
+
 test: venv
 	$(SUDO) tools/prepare-test-host.sh
-	$(VENV)/bin/tox
+	$(SUDO) $(VENV)/bin/tox run -e $(SUITES)
