@@ -12,6 +12,7 @@ from __future__ import annotations
 import grp
 import logging
 import os
+import re
 import signal
 import stat
 import subprocess
@@ -171,43 +172,65 @@ def restore_kvm(saved: tuple[int, int, int] | None) -> None:
 
 @dataclass(frozen=True)
 class Inventory:
-    """Everything libvirt holds: domains, networks, storage pools and volumes."""
+    """What libvirt holds: domains, networks, pools, volumes, and the pools' files."""
 
     domains: frozenset[str]
     networks: frozenset[str]
     pools: frozenset[str]
     volumes: frozenset[tuple[str, str]]  # (pool, volume)
+    files: frozenset[str]  # in the pools' directories, volumes or not
 
     def new_since(self, before: Inventory) -> list[str]:
         """Return what this inventory holds that ``before`` did not, described."""
+        volumes = sorted(self.volumes - before.volumes)
         return (
             [f"domain {d}" for d in sorted(self.domains - before.domains)]
             + [f"network {n}" for n in sorted(self.networks - before.networks)]
-            + [
-                f"volume {v} in pool {p}"
-                for p, v in sorted(self.volumes - before.volumes)
-            ]
+            + [f"volume {v} in pool {p}" for p, v in volumes]
             + [f"pool {p}" for p in sorted(self.pools - before.pools)]
+            + [f"file {f}" for f in sorted(self.files - before.files)]
         )
+
+
+# vagrant-libvirt's pool "default", which it defines here when there is none.
+POOL_DIRS = (Path("/var/lib/libvirt/images"),)
+_POOL_PATH = re.compile(r"<path>([^<]+)</path>")
 
 
 def _names(text: str) -> frozenset[str]:
     return frozenset(line.strip() for line in text.splitlines() if line.strip())
 
 
+def parse_vol_list(text: str) -> frozenset[str]:
+    """Return the volume names of ``virsh vol-list POOL``.
+
+    Input looks like::
+
+         Name          Path
+        --------------------------------------------------
+         main_w1.img   /var/lib/libvirt/images/main_w1.img
+    """
+    lines = text.splitlines()[2:]
+    return frozenset(line.split()[0] for line in lines if line.strip())
+
+
 def inventory() -> Inventory:
     """Return what libvirt holds now."""
     pools = _names(virsh("pool-list", "--all", "--name"))
     volumes = set()
+    dirs = set(POOL_DIRS)
     for pool in pools:
-        # An inactive pool lists no volumes; that is what it holds for now.
-        out = virsh("vol-list", "--pool", pool, "--name", check=False)
-        volumes |= {(pool, vol) for vol in _names(out)}
+        dirs |= {Path(p) for p in _POOL_PATH.findall(virsh("pool-dumpxml", pool))}
+        # An inactive pool lists no volumes; its files are still counted below.
+        out = virsh("vol-list", "--pool", pool, check=False)
+        volumes |= {(pool, vol) for vol in parse_vol_list(out)}
+    files = {str(f) for d in dirs if d.is_dir() for f in d.iterdir()}
     return Inventory(
         domains=_names(virsh("list", "--all", "--name")),
         networks=_names(virsh("net-list", "--all", "--name")),
         pools=pools,
         volumes=frozenset(volumes),
+        files=frozenset(files),
     )
 
 
@@ -226,6 +249,9 @@ def remove_new(before: Inventory) -> list[str]:
         # Undefine only: the directory behind a dir pool is Debian's, not ours.
         virsh("pool-destroy", pool, check=False)
         virsh("pool-undefine", pool)
+    # A file the run left in a pool's directory that libvirt no longer lists.
+    for path in sorted(inventory().files - before.files):
+        Path(path).unlink()
     removed = now.new_since(before)
     for entry in removed:
         logger.info("removed libvirt %s", entry)
