@@ -197,6 +197,9 @@ def routes_elsewhere(subnet: str) -> list[str]:
 def isolation_problems(node_networks: list[str]) -> list[str]:
     """Return what would let a node reach beyond this machine (empty: nothing)."""
     problems = []
+    if _run(["ip", "link", "show", "docker0"]).returncode != 0:
+        # A second dockerd started with --bridge=none deletes it.
+        problems.append("Docker's default bridge docker0 is gone; restart dockerd")
     filter_rules = _run(["iptables", "-S", "DOCKER-USER"]).stdout
     for interface in external_interfaces():
         rule = "-A " + " ".join(drop_rule(interface))
