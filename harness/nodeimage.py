@@ -172,6 +172,32 @@ def image_inputs(tag: str) -> str | None:
     return done.stdout.strip() or None
 
 
+def image_id(tag: str) -> str | None:
+    """Return the id of the local image ``tag``, or None if it is absent."""
+    done = subprocess.run(
+        ["docker", "image", "inspect", "--format", "{{.Id}}", tag],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if done.returncode != 0:
+        return None
+    return done.stdout.strip() or None
+
+
+def remove_stale_image(image: str) -> None:
+    """Remove the image a rebuild replaced; one still used by a node is kept."""
+    done = subprocess.run(
+        ["docker", "image", "rm", image], capture_output=True, text=True, check=False
+    )
+    if done.returncode == 0:
+        logger.info("removed the replaced node image %s", image[:19])
+    else:
+        logger.info(
+            "kept the replaced node image %s: %s", image[:19], done.stderr.strip()
+        )
+
+
 def _run(
     args: Sequence[str],
     what: str,
@@ -280,6 +306,7 @@ def build(
         )
     cache = cache_dir()
     cache.mkdir(parents=True, exist_ok=True)
+    previous = image_id(tag)
     with tempfile.TemporaryDirectory(prefix="rootfs-", dir=cache) as work:
         rootfs = Path(work) / "rootfs"
         logger.info("installing Debian %s packages into %s", SUITE, rootfs)
@@ -288,6 +315,8 @@ def build(
         customize_rootfs(rootfs, key)
         logger.info("importing %s (inputs %s)", tag, inputs)
         import_rootfs(rootfs, tag, inputs)
+    if previous and previous != image_id(tag):
+        remove_stale_image(previous)
     seconds = time.monotonic() - started
     logger.info("node image %s built in %.0f s", tag, seconds)
     return BuildResult(tag, inputs, False, seconds)
