@@ -206,14 +206,20 @@ class Kube:
         self, namespace: str, pod: str, argv: list[str], timeout_s: float = 20
     ) -> Result:
         """Run ``argv`` in ``pod`` and return its result (never raises on exit)."""
+        from kubernetes import client, config
         from kubernetes.stream import stream
 
+        # stream() swaps the request method of the client it is given while it
+        # runs; a client of its own keeps parallel checks' calls off the socket.
+        core = client.CoreV1Api(
+            config.new_client_from_config(config_file=str(self.kubeconfig))
+        )
         what = f"pod {namespace}/{pod}"
         logger.debug("RUN %s in %s", argv, what)
         ws = self._call(
             f"exec in {what}",
             stream,
-            self.core.connect_get_namespaced_pod_exec,
+            core.connect_get_namespaced_pod_exec,
             pod,
             namespace,
             command=argv,
@@ -228,7 +234,12 @@ class Kube:
             ws.run_forever(timeout=timeout_s)
             stdout = ws.read_stdout() or ""
             stderr = ws.read_stderr() or ""
-            code = ws.returncode
+            try:
+                code = ws.returncode
+            except (ValueError, KeyError, IndexError, TypeError):
+                # The error channel carries a message, not an exit code, when the
+                # command could not start (not found in the image, say).
+                code = 126
         finally:
             ws.close()
         if code is None:

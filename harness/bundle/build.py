@@ -43,7 +43,7 @@ CNI_PLUGINS = {
 DEBIAN_SETS = {
     "debian": ("base-files", "coreutils", "dash", "netbase"),
     "netfilter": ("iptables", "conntrack", "nftables"),
-    "nginx": ("nginx",),
+    "nginx": ("nginx", "bash", "curl", "libc-bin"),
 }
 
 
