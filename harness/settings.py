@@ -361,6 +361,8 @@ FIELDS: tuple[tuple[str, type, Any], ...] = (
     ("providers.libvirt.management_network_name", str, "vagrant-libvirt"),
     ("providers.libvirt.management_network_address", str, "192.168.121.0/24"),
     ("providers.libvirt.management_network_mode", str, "nat"),
+    # Empty keeps libvirt's host-model CPU; a model name (qemu64) picks that one.
+    ("providers.libvirt.cpu_model", str, ""),
     ("providers.docker.image", str, _MISSING),
     ("providers.docker.privileged", bool, _MISSING),
 )
@@ -877,6 +879,10 @@ def check_providers(values: dict[str, Any], ctx: Context) -> list[str]:
             problem("providers.libvirt.management_network_name", name, "bad", fix)
         )
     network("providers.libvirt.management_network_address", values, problems)
+    model = values["providers.libvirt.cpu_model"]
+    if model and not LIBVIRT_NETWORK_NAME.match(model):
+        fix = "write a QEMU CPU model such as qemu64, or leave it empty"
+        problems.append(problem("providers.libvirt.cpu_model", model, "bad", fix))
     return problems
 
 
