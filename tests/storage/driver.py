@@ -64,6 +64,8 @@ def overrides(box: str, subnet: str | None = None) -> dict[str, Any]:
         "providers": {
             "libvirt": {
                 "driver": "qemu",
+                # TCG translates qemu64's SSE far faster than host-model's AVX2.
+                "cpu_model": "qemu64",
                 # Two-way like 9p and NFS, but needs neither in the guest's kernel
                 # (Debian's cloud kernel has no 9p) nor an NFS server on the host.
                 "synced_folder_type": "virtiofs",
