@@ -124,6 +124,18 @@ def _lacks(ctx: Context, node: Any, fs: str, module: str) -> str:
     )
 
 
+def _or_skip(ctx: Context, node: Any, fs: str, result: CheckResult) -> CheckResult:
+    """Return ``result``, or a skip if it failed on a kernel without ``fs``.
+
+    The kernel is asked only after a failure: a healthy node costs no extra
+    round trip.
+    """
+    if not result.failed:
+        return result
+    reason = _lacks(ctx, node, fs, fs)
+    return skipped(reason, node=result.node) if reason else result
+
+
 def _server_nodes(ctx: Context) -> list[Any]:
     return [node for node in ctx.nodes if node.name == ctx.settings.nfs.server]
 
@@ -135,9 +147,10 @@ def _server_nodes(ctx: Context) -> list[Any]:
     nodes=_server_nodes,
 )
 def server_running(ctx: Context, node: Any) -> CheckResult:
-    reason = _lacks(ctx, node, "nfsd", "nfsd")
-    if reason:
-        return skipped(reason)
+    return _or_skip(ctx, node, "nfsd", _server_running(ctx, node))
+
+
+def _server_running(ctx: Context, node: Any) -> CheckResult:
     out = ctx.host(node).run(
         "cat /proc/fs/nfsd/threads 2>/dev/null || echo 0; "
         "systemctl is-active nfs-server || true"
@@ -156,9 +169,10 @@ def server_running(ctx: Context, node: Any) -> CheckResult:
     nodes=_server_nodes,
 )
 def export(ctx: Context, node: Any) -> CheckResult:
-    reason = _lacks(ctx, node, "nfsd", "nfsd")
-    if reason:
-        return skipped(reason)
+    return _or_skip(ctx, node, "nfsd", _export(ctx, node))
+
+
+def _export(ctx: Context, node: Any) -> CheckResult:
     path, subnet = ctx.settings.nfs.export_path, ctx.settings.node_subnet
     out = ctx.host(node).run("exportfs -v")
     if not out.ok:
@@ -199,9 +213,10 @@ def _expected_source(ctx: Context) -> str:
     "provision/nfs-mount.sh",
 )
 def mounted(ctx: Context, node: Any) -> CheckResult:
-    reason = _lacks(ctx, node, "nfs", "nfs")
-    if reason:
-        return skipped(reason)
+    return _or_skip(ctx, node, "nfs", _mounted(ctx, node))
+
+
+def _mounted(ctx: Context, node: Any) -> CheckResult:
     mount_point, want = ctx.settings.nfs.mount_point, _expected_source(ctx)
     out = ctx.host(node).run(
         f"findmnt -n -o FSTYPE,SOURCE,OPTIONS --mountpoint {shlex.quote(mount_point)}"
@@ -221,11 +236,15 @@ def mounted(ctx: Context, node: Any) -> CheckResult:
     remedy="re-run provision/nfs-mount.sh: it adds the share to /etc/fstab",
 )
 def mounted_at_boot(ctx: Context, node: Any) -> CheckResult:
-    reason = _lacks(ctx, node, "nfs", "nfs")
-    if reason:
-        return skipped(reason)
+    return _or_skip(ctx, node, "nfs", _mounted_at_boot(ctx, node))
+
+
+def _mounted_at_boot(ctx: Context, node: Any) -> CheckResult:
     mount_point, want = ctx.settings.nfs.mount_point, _expected_source(ctx)
-    entries = parse_fstab(ctx.host(node).check_output("cat /etc/fstab"), mount_point)
+    out = ctx.host(node).run("cat /etc/fstab")
+    if not out.ok:
+        return failed(f"cannot read /etc/fstab: {out.stderr.strip()}")
+    entries = parse_fstab(out.stdout, mount_point)
     if not entries:
         return failed(f"/etc/fstab has no entry for {mount_point}")
     source, _, fstype, *rest = entries[-1]
@@ -339,30 +358,25 @@ def blame(
 )
 def shared_files(ctx: Context) -> list[CheckResult]:
     nodes = list(ctx.nodes)
-    reasons = {n.name: _lacks(ctx, n, "nfs", "nfs") for n in nodes}
-    able = [n for n in nodes if not reasons[n.name]]
-    rows = [skipped(reasons[n.name], node=n.name) for n in nodes if reasons[n.name]]
-    if not able:
-        return rows
     token = uuid.uuid4().hex[:12]
     mount_point = ctx.settings.nfs.mount_point.rstrip("/")
-    paths = {n.name: f"{mount_point}/{PROBE_PREFIX}{token}-{n.name}" for n in able}
-    data = {n.name: _probe_data(token, n.name) for n in able}
+    paths = {n.name: f"{mount_point}/{PROBE_PREFIX}{token}-{n.name}" for n in nodes}
+    data = {n.name: _probe_data(token, n.name) for n in nodes}
     sums = {name: (hashlib.sha256(d).hexdigest(), len(d)) for name, d in data.items()}
 
     # Every node writes its file, then every node reads every file.
     writes = _on_nodes(
-        able, lambda n: _run(ctx, n, write_command(paths[n.name], data[n.name]))
+        nodes, lambda n: _run(ctx, n, write_command(paths[n.name], data[n.name]))
     )
-    every = [paths[n.name] for n in able]
+    every = [paths[n.name] for n in nodes]
     read_timeout = IO_TIMEOUT_S * len(every) + 30
     reads = _on_nodes(
-        able,
+        nodes,
         lambda n: parse_reads(_run(ctx, n, read_command(every), read_timeout).stdout),
     )
-    _on_nodes(able, lambda n: _run(ctx, n, _guarded(f"rm -f {paths[n.name]}")))
+    _on_nodes(nodes, lambda n: _run(ctx, n, _guarded(f"rm -f {paths[n.name]}")))
 
-    names = [n.name for n in able]
+    names = [n.name for n in nodes]
     ok = {
         (r, w): reads[r].get(paths[w]) == sums[w]
         for r in names
@@ -370,11 +384,12 @@ def shared_files(ctx: Context) -> list[CheckResult]:
         if r != w
     }
     faults = blame(names, ok)
-    for name in names:
-        rows.append(
-            _exchange_row(name, names, writes[name], reads[name], paths, sums, faults)
-        )
-    return rows
+    rows = [
+        _exchange_row(n, names, writes[n], reads[n], paths, sums, faults) for n in names
+    ]
+    return [
+        _or_skip(ctx, node, "nfs", row) for node, row in zip(nodes, rows, strict=True)
+    ]
 
 
 def _exchange_row(

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 import pytest
 
+from harness.checks import Context, load_all, run_checks, select
 from harness.checks.storage import (
     Export,
     blame,
@@ -13,6 +16,8 @@ from harness.checks.storage import (
     parse_reads,
     read_command,
 )
+from harness.errors import Result
+from harness.settings import Nfs, Node
 
 # `exportfs -v` on the control plane after provision/nfs-server.sh.
 EXPORTFS = (
@@ -138,3 +143,65 @@ def _ok(bad: set[tuple[str, str]]) -> dict[tuple[str, str], bool]:
 )
 def test_blame(bad: set[tuple[str, str]], expected: dict[str, list[str]]) -> None:
     assert blame(NODES, _ok(bad)) == expected
+
+
+# --- a kernel without NFS (a docker-provider node): every check skips ---
+
+
+@dataclass
+class _Settings:
+    nodes: list[Node]
+    provider: str = "docker"
+    node_subnet: str = "192.168.56.0/24"
+    nfs: Nfs = field(
+        default_factory=lambda: Nfs(
+            "control-plane", "192.168.56.10", "/srv/nfs/share", "/mnt/share"
+        )
+    )
+
+
+class _NoNfsNode:
+    """Answers like a docker node on a host kernel built without NFS."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.commands: list[str] = []
+
+    def run(self, command: str, timeout: float | None = None) -> Result:
+        self.commands.append(command)
+        if command.startswith("cat /proc/fs/nfsd/threads"):
+            return Result(self.name, command, 0, "0\ninactive\n", "")
+        if command == "cat /etc/fstab":
+            return Result(self.name, command, 0, "# empty\n", "")
+        # grep in /proc/filesystems, modinfo, findmnt, exportfs, writes: all fail.
+        return Result(self.name, command, 1, "", "")
+
+    def check_output(self, command: str, timeout: float | None = None) -> str:
+        raise AssertionError(f"the storage checks use run(), not {command!r}")
+
+
+def _no_nfs_context() -> Context:
+    nodes = [
+        Node("control-plane", "control-plane", "192.168.56.10", 2, 2048),
+        Node("worker-1", "worker", "192.168.56.11", 2, 2048),
+    ]
+    return Context(_Settings(nodes), {n.name: _NoNfsNode(n.name) for n in nodes})
+
+
+def test_every_check_skips_on_a_kernel_without_nfs() -> None:
+    load_all()
+    ctx = _no_nfs_context()
+    rows = run_checks(ctx, select("storage"), parallel=False)
+    assert {r.name for r in rows} == {
+        "storage.server_running",
+        "storage.export",
+        "storage.mounted",
+        "storage.mounted_at_boot",
+        "storage.shared_files",
+    }
+    assert all(r.skipped for r in rows), [(r.name, r.node, r.status) for r in rows]
+    assert all("this kernel has no nfs" in r.seen for r in rows)
+    assert {r.node for r in rows if r.name == "storage.shared_files"} == {
+        "control-plane",
+        "worker-1",
+    }
