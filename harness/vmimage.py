@@ -62,8 +62,9 @@ PACKAGES = (
     # the share: server on the nfs.server node, client on every node
     "nfs-kernel-server",
     "nfs-common",
-    # the checks' tools
+    # the checks' tools, and the storage run's writer (nfs-common needs python3 too)
     "procps",
+    "python3",
     "iputils-ping",
     "netbase",
 )
