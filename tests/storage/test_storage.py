@@ -33,7 +33,7 @@ logger = logging.getLogger("tests.storage")
 
 RECOVER_TIMEOUT_S = 240  # NFSv4's grace period after a server restart is 90 s
 REBOOT_TIMEOUT_S = 600
-WRITE_SECONDS = 15
+WRITE_SECONDS = 300  # the writer's limit; the test stops it much sooner
 # The checks that run on the server node only.
 SERVER_CHECKS = "storage.server_running or storage.export"
 
@@ -245,14 +245,16 @@ def test_client_reboot_starts(state: State) -> None:
 # Appends numbered records to one file on the share, and acknowledges each in a
 # log on local disk only once fsync returned: the record is then on the
 # server's disk (the export is sync). The file stays open across the restart,
-# so the client reclaims it and writes on through the grace period.
+# so the client reclaims it and writes on through the grace period. It stops
+# when told (LOG.stop) or after SECONDS.
 WRITER = """
 import hashlib, os, sys, time
 path, log, seconds = sys.argv[1], sys.argv[2], float(sys.argv[3])
-fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+stop = log + ".stop"
 acks = open(log, "w")
+fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
 end, i = time.monotonic() + seconds, 0
-while time.monotonic() < end:
+while time.monotonic() < end and not os.path.exists(stop):
     i += 1
     line = f"record {i} {os.urandom(18).hex()}\\n".encode()
     os.write(fd, line)
@@ -286,16 +288,34 @@ def test_server_restart_loses_no_acknowledged_write(state: State) -> None:
     with state.phases.phase("server-restart-during-writes"):
         start = f"nohup python3 -c {shlex.quote(WRITER)} {args} >{log}.out 2>&1 &"
         sh(state, writer, start)
-        time.sleep(4)
-        restarted_at = float(sh(state, writer, "date +%s.%N"))
-        sh(state, server, "systemctl restart nfs-server")
 
-        def writer_done() -> tuple[bool, str]:
-            done = state.ctx.host(writer).run(f"test -e {log}.done").ok
-            count = sh(state, writer, f"wc -l < {log}").strip()
+        def progress() -> tuple[int, bool]:
+            out = state.ctx.host(writer).run(f"wc -l < {log}; test -e {log}.done")
+            words = out.stdout.split()
+            return (int(words[0]) if words else 0), out.ok
+
+        def writing(least: int) -> tuple[bool, str]:
+            count, _ = progress()
+            return count >= least, f"{count} writes acknowledged"
+
+        def finished() -> tuple[bool, str]:
+            count, done = progress()
             return done, f"{count} writes acknowledged"
 
-        until("the writer to finish", writer_done, timeout_s=RECOVER_TIMEOUT_S)
+        # The file is open and written to before the server goes away, and
+        # written to again after it is back.
+        until("the first writes", lambda: writing(3), timeout_s=60, interval_s=1)
+        restarted_at = float(sh(state, writer, "date +%s.%N"))
+        sh(state, server, "systemctl restart nfs-server")
+        count, _ = progress()
+        until(
+            "writes after the restart",
+            lambda: writing(count + 3),
+            timeout_s=RECOVER_TIMEOUT_S,
+            interval_s=1,
+        )
+        sh(state, writer, f"touch {log}.stop")
+        until("the writer to stop", finished, timeout_s=60, interval_s=1)
         acked = [line.split() for line in sh(state, writer, f"cat {log}").splitlines()]
         # What the server holds on its own disk, and what the client reads back.
         on_server = _records(sh(state, server, f"cat {nfs.export_path}/{name}"))
@@ -306,7 +326,7 @@ def test_server_restart_loses_no_acknowledged_write(state: State) -> None:
     state.notes["restart"] = {"acknowledged": len(acked), "after_restart": len(after)}
     lost = [a[0] for a in acked if on_server.get(a[0]) != a[1]]
     misread = [a[0] for a in acked if on_client.get(a[0]) != a[1]]
-    sh(state, writer, f"rm -f {nfs.mount_point}/{name} {log} {log}.done {log}.out")
+    sh(state, writer, f"rm -f {nfs.mount_point}/{name} {log} {log}.*")
     span = f"{len(before)} writes acknowledged before the restart, {len(after)} after"
     assert before, span
     assert after, span
