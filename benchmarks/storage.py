@@ -102,34 +102,35 @@ def measure(
 def run_once(results: Path, mib: int) -> dict[str, Any]:
     """Run the storage VMs once; return the benchmark's record."""
     phases = driver.Phases(results / "phases.json")
-    state = driver.prepare_host()
     record: dict[str, Any] = {}
-    try:
-        with phases.phase("box"):
-            box = vmimage.ensure_box()
-        run = driver.StorageRun(results, os.environ, box.name)
-        run.destroy()
-        up = run.up()
-        phases.record("boot", up.boot_s)
-        phases.record("provision", up.provision_s)
-        ctx = run.context()
-        with phases.phase("checks"):
-            rows = run_checks(ctx, select("storage", load_all().values()))
-        failed = [f"{r.name} on {r.node}: {r.seen}" for r in rows if r.failed]
-        if failed:
-            raise RuntimeError("storage checks failed: " + "; ".join(failed))
-        with phases.phase("throughput"):
-            record["throughput"] = measure(ctx, mib)
-        with phases.phase("destroy"):
+    with driver.exclusive():
+        state = driver.prepare_host()
+        run = None
+        try:
+            with phases.phase("box"):
+                box = vmimage.ensure_box()
+            run = driver.StorageRun(results, os.environ, box.name)
             run.destroy()
-    finally:
-        left = driver.restore_host(state)
+            up = run.up()
+            phases.record("boot", up.boot_s)
+            phases.record("provision", up.provision_s)
+            ctx = run.context()
+            with phases.phase("checks"):
+                rows = run_checks(ctx, select("storage", load_all().values()))
+            failed = [f"{r.name} on {r.node}: {r.seen}" for r in rows if r.failed]
+            if failed:
+                raise RuntimeError("storage checks failed: " + "; ".join(failed))
+            with phases.phase("throughput"):
+                record["throughput"] = measure(ctx, mib)
+        finally:
+            with phases.phase("teardown"):
+                problems = driver.tear_down(run, state)
     record |= {
         "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "machine": f"{platform.node()} ({os.cpu_count()} CPUs)",
         "box": "warm" if not box.built else "cold",
         "phases": {row["phase"]: row["seconds"] for row in phases.rows},
-        "libvirt_left": left,
+        "teardown_problems": problems,
     }
     return record
 

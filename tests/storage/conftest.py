@@ -11,12 +11,15 @@ import logging
 import os
 import shutil
 from collections.abc import Iterator
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from harness.errors import HarnessError
+from harness.remote import close_all
 from tests.storage import driver
 
 logger = logging.getLogger("tests.storage")
@@ -117,18 +120,21 @@ def state(request: pytest.FixtureRequest) -> Iterator[State]:
     results: Path = request.config.getoption("--storage-results")
     results.mkdir(parents=True, exist_ok=True)
     state = State(results, driver.Phases(results / "phases.json"))
-    yield state
-    if state.torn_down or request.config.getoption("--keep-vms"):
+    with ExitStack() as stack:
+        try:
+            stack.enter_context(driver.exclusive())
+        except HarnessError as exc:
+            pytest.fail(str(exc), pytrace=False)
+        yield state
+        _clean_up(state, request.config.getoption("--keep-vms"))
+
+
+def _clean_up(state: State, keep: bool) -> None:
+    if state.torn_down or keep:
         return
     # A phase raised before the teardown phase ran: clean up anyway.
     logger.warning("the teardown phase did not run; destroying the VMs now")
     if state.ctx is not None:
-        from harness.remote import close_all
-
         close_all(state.ctx.hosts)
-    if state.run is not None:
-        state.run.destroy()
-    if state.host is not None:
-        left = driver.restore_host(state.host)
-        if left:
-            logger.warning("libvirt still holds %s", ", ".join(left))
+    for problem in driver.tear_down(state.run, state.host):
+        logger.warning("%s", problem)

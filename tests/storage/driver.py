@@ -11,9 +11,11 @@ the checkout.
 
 from __future__ import annotations
 
+import fcntl
 import ipaddress
 import json
 import logging
+import os
 import shutil
 import subprocess
 import time
@@ -27,6 +29,7 @@ import yaml
 
 from harness import settings as settings_module
 from harness.checks import Context
+from harness.errors import HarnessError
 from harness.remote import hosts_from_vagrant
 from harness.vagrant import Vagrant, parse_progress
 from tests.storage import libvirt
@@ -249,9 +252,41 @@ def prepare_host() -> HostState:
     """Start libvirt if needed, fix /dev/kvm's owner, list what libvirt holds."""
     kvm = libvirt.share_kvm_with_qemu()
     started = libvirt.start_daemons()
-    # An interrupted run may have left its isolated network; nothing else uses it.
+    # An interrupted run may have left its isolated network behind.
     libvirt.remove_networks([MANAGEMENT_NETWORK])
     return HostState(libvirt.inventory(), started, kvm)
+
+
+LOCK = Path("/run/lock/minicluster-storage.lock")
+
+
+@contextmanager
+def exclusive() -> Iterator[None]:
+    """Hold the storage run's lock: one run at a time per machine.
+
+    Two runs would share libvirt's networks and the checkout's dotfile, and each
+    would tear down what the other made.
+    """
+    LOCK.parent.mkdir(parents=True, exist_ok=True)
+    with LOCK.open("a+") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock.seek(0)
+            holder = lock.read().strip() or "unknown"
+            raise HarnessError(
+                f"another storage run holds {LOCK} (pid {holder}); wait for it to "
+                "finish: two runs would tear down each other's VMs"
+            ) from None
+        lock.seek(0)
+        lock.truncate()
+        lock.write(f"{os.getpid()}\n")
+        lock.flush()
+        try:
+            yield
+        finally:
+            lock.truncate(0)
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 def restore_host(state: HostState) -> list[str]:
@@ -263,3 +298,22 @@ def restore_host(state: HostState) -> list[str]:
         libvirt.restore_kvm(state.kvm)
         libvirt.stop_daemons(state.started)
     return left
+
+
+def tear_down(run: StorageRun | None, state: HostState | None) -> list[str]:
+    """Destroy the VMs and undo the host changes; return what went wrong or stayed.
+
+    Each step runs even when the one before failed: libvirt's own removal
+    catches what a failed ``vagrant destroy`` left.
+    """
+    problems = []
+    if run is not None:
+        try:
+            run.destroy()
+        except HarnessError as exc:
+            logger.warning("vagrant destroy failed: %s", exc)
+            problems.append(f"vagrant destroy failed: {str(exc).splitlines()[0]}")
+            shutil.rmtree(run.dotfile, ignore_errors=True)
+    if state is not None:
+        problems += [f"left in libvirt: {entry}" for entry in restore_host(state)]
+    return problems

@@ -259,11 +259,14 @@ def remove_new(before: Inventory) -> list[str]:
 
 
 def remove_networks(names: Iterable[str]) -> list[str]:
-    """Remove these networks (an earlier, interrupted run's); absent is fine."""
-    present = inventory().networks
+    """Remove these networks (an interrupted run's) unless a domain uses them."""
+    now = inventory()
+    used = {net for domain in now.domains for net in domain_networks(domain)}
     removed = []
     for network in names:
-        if network in present:
+        if network in used:
+            logger.warning("libvirt network %s is in use; leaving it", network)
+        elif network in now.networks:
             virsh("net-destroy", network, check=False)  # inactive is fine
             virsh("net-undefine", network)
             logger.info("removed libvirt network %s left by an earlier run", network)
