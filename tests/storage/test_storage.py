@@ -12,7 +12,6 @@ import json
 import logging
 import os
 import shlex
-import subprocess
 import time
 import uuid
 from collections.abc import Sequence
@@ -145,22 +144,11 @@ def test_vms_reach_nothing_outside(state: State) -> None:
     for net in sorted(networks):
         xml = libvirt.network_xml(net)
         assert "<forward" not in xml, f"libvirt network {net} forwards:\n{xml}"
-    gateway = _host_gateway()
+    # Asserted from the routes alone: the run sends nothing towards an address
+    # outside this machine, not even to prove that it would not arrive.
     for node in state.ctx.nodes:
         routes = sh(state, node.name, "ip -4 route show default")
         assert not routes.strip(), f"{node.name} has a default route: {routes}"
-        if gateway:
-            probe = state.ctx.host(node).run(
-                f"timeout 5 bash -c ': </dev/tcp/{gateway}/80'"
-            )
-            assert not probe.ok, f"{node.name} reached {gateway}, outside the host"
-
-
-def _host_gateway() -> str:
-    out = subprocess.run(
-        ["ip", "-4", "route", "show", "default"], capture_output=True, text=True
-    ).stdout.split()
-    return out[out.index("via") + 1] if "via" in out else ""
 
 
 def test_storage_checks_pass(state: State) -> None:
