@@ -387,9 +387,11 @@ def build_box(out: Path, *, mirror: str, key: Path, inputs: str) -> None:
             stack.enter_context(mounted(part, root))
             logger.info("installing Debian %s packages (debootstrap)", SUITE)
             debootstrap(root, mirror, debs)
-            kernel = check_kernel(root)
-            logger.info("kernel %s has virtio and NFS; configuring", kernel)
+            logger.info("configuring the box")
             configure(root, dev, part, root_uuid, key)
+            # After configure.sh, which rebuilt the initramfs.
+            kernel = check_kernel(root)
+            logger.info("kernel %s has virtio and NFS", kernel)
             # Free blocks hold deleted package files; give them back to the file.
             _run(["fstrim", str(root)], "fstrim")
         logger.info("packing %s", out)
@@ -401,6 +403,14 @@ def build_box(out: Path, *, mirror: str, key: Path, inputs: str) -> None:
         }
         package_box(disk, work / out.name, info)
         (work / out.name).rename(out)
+
+
+def prune_cache(keep: Path) -> None:
+    """Remove the boxes of other inputs from the cache: a new build replaces them."""
+    for entry in keep.parent.iterdir():
+        if entry != keep and entry.is_dir() and (entry / BOX_FILE).is_file():
+            shutil.rmtree(entry)
+            logger.info("removed the superseded box %s", entry)
 
 
 def vagrant_home(environ: Mapping[str, str] = os.environ) -> Path:
@@ -452,6 +462,7 @@ def ensure_box(
         build_box(out, mirror=mirror, key=key, inputs=inputs)
         built = True
         logger.info("built %s in %.0f s", out, time.monotonic() - started)
+        prune_cache(out.parent)
     else:
         logger.info("box %s is cached (inputs %s)", out, inputs)
     added = False
