@@ -230,6 +230,16 @@ def docker_engine_answers() -> bool:
     return done.returncode == 0
 
 
+def libvirt_answers() -> bool:
+    """Tell whether a libvirt daemon answers at qemu:///system."""
+    if not shutil.which("virsh"):
+        return False
+    done = subprocess.run(
+        ["virsh", "-c", "qemu:///system", "uri"], capture_output=True, check=False
+    )
+    return done.returncode == 0
+
+
 def host_has_nfs_server() -> bool:
     """Tell whether the host can export /vagrant over NFS (libvirt's default)."""
     return bool(shutil.which("exportfs")) and "nfsd" in Path(
@@ -242,7 +252,15 @@ def host_has_nfs_server() -> bool:
 def test_vagrant_validate_passes(run: Run, provider: str) -> None:
     extra = {"VAGRANT_DEFAULT_PROVIDER": provider}
     if provider == "libvirt" and not host_has_nfs_server():
-        # Vagrant refuses an NFS synced folder on a host without an NFS server.
+        # Vagrant refuses an NFS synced folder on a host without an NFS server,
+        # and asks libvirt itself whether a 9p folder is usable, even with
+        # --ignore-provider: without a daemon there is nothing to validate
+        # against. tox -e storage brings the libvirt machines up for real.
+        if not libvirt_answers():
+            pytest.skip(
+                "libvirt validation needs an NFS server on the host or a "
+                "running libvirtd (qemu:///system); tox -e storage starts one"
+            )
         extra["MINICLUSTER_LIBVIRT_SYNCED_FOLDER"] = "9p"
     done = run(*validate_args(provider), **extra)
     assert done.returncode == 0, done.stdout + done.stderr
