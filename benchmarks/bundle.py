@@ -23,6 +23,10 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from harness.cache import cache_root  # noqa: E402
+
 STEP = re.compile(r"step (\d+)/\d+: (.*)$")
 DONE = re.compile(r"step (\d+)/\d+: done in ([\d.]+) s")
 
@@ -72,9 +76,7 @@ def main() -> int:
             print(f"cold build in {cache} (GOCACHE and GOMODCACHE empty)")
             result["cold"] = build(cache, env, args.kubernetes_version)
         else:
-            cache = Path(
-                env.get("MINICLUSTER_CACHE") or Path.home() / ".cache" / "minicluster"
-            )
+            cache = cache_root(env)
         result["warm"] = build(cache, env, args.kubernetes_version)
         bundles = sorted((cache / "bundle").iterdir())
         result["bundle"] = {b.name: size_of(b) for b in bundles}

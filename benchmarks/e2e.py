@@ -29,8 +29,10 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from harness import settings  # noqa: E402
+from harness.cache import cache_root  # noqa: E402
 from tests.e2e import dockerhost  # noqa: E402
-from tests.e2e.driver import Phases, Run, cache_root, run_environment  # noqa: E402
+from tests.e2e.driver import Run, run_environment  # noqa: E402
+from tests.phases import Phases  # noqa: E402
 
 GOAL_S = 5 * 60
 

@@ -31,6 +31,7 @@ sys.path.insert(0, str(ROOT))
 from harness import vmimage  # noqa: E402
 from harness.checks import load_all, run_checks, select  # noqa: E402
 from harness.checks.base import Runner  # noqa: E402
+from tests.phases import Phases  # noqa: E402
 from tests.storage import driver  # noqa: E402
 
 logger = logging.getLogger("benchmarks.storage")
@@ -101,7 +102,7 @@ def measure(
 
 def run_once(results: Path, mib: int) -> dict[str, Any]:
     """Run the storage VMs once; return the benchmark's record."""
-    phases = driver.Phases(results / "phases.json")
+    phases = Phases(results / "phases.json")
     record: dict[str, Any] = {}
     with driver.exclusive():
         state = driver.prepare_host()

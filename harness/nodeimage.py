@@ -11,7 +11,6 @@ packages are kept in the cache, so a changed input costs no second download.
 from __future__ import annotations
 
 import argparse
-import glob
 import hashlib
 import json
 import logging
@@ -23,17 +22,22 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
 
+from harness.cache import cache_root
 from harness.errors import HarnessError
+from harness.rootfs import (
+    DEFAULT_MIRROR,
+    SUITE,
+    debootstrap,
+    find_vagrant_key,
+    run_step,
+)
 
 logger = logging.getLogger(__name__)
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 IMAGE_DIR = REPO_ROOT / "images" / "node"
 DEFAULT_TAG = "minicluster-node:bookworm"
-SUITE = "bookworm"
-DEFAULT_MIRROR = "http://deb.debian.org/debian"
 INPUTS_LABEL = "org.minicluster.node-image.inputs"
 # Bump when the build changes in a way the other inputs do not show.
 FORMAT = 1
@@ -80,13 +84,6 @@ IMAGE_FILES = (
 )
 ENTRYPOINT = "/usr/local/bin/minicluster-entry"
 
-# Vagrant's well-known public key, which Vagrant swaps for a per-machine key on
-# first boot. Debian's vagrant package and HashiCorp's installer keep it here.
-VAGRANT_KEY_GLOBS = (
-    "/usr/share/rubygems-integration/all/gems/vagrant-*/keys/vagrant.pub",
-    "/opt/vagrant/embedded/gems/gems/vagrant-*/keys/vagrant.pub",
-)
-
 # Run inside the new root file system, after the packages are installed.
 CUSTOMIZE_SCRIPT = r"""
 set -o errexit -o nounset -o pipefail
@@ -128,20 +125,7 @@ class BuildResult:
 
 def cache_dir(environ: Mapping[str, str] = os.environ) -> Path:
     """Return the node image's cache directory (downloaded packages)."""
-    root = environ.get("MINICLUSTER_CACHE") or str(Path.home() / ".cache/minicluster")
-    return Path(root) / "node-image"
-
-
-def find_vagrant_key() -> Path:
-    """Return the path of Vagrant's insecure public key."""
-    for pattern in VAGRANT_KEY_GLOBS:
-        found = sorted(glob.glob(pattern))
-        if found:
-            return Path(found[-1])
-    raise ImageBuildError(
-        "Vagrant's public key not found in "
-        f"{' or '.join(VAGRANT_KEY_GLOBS)}; install vagrant, or pass --vagrant-key"
-    )
+    return cache_root(environ) / "node-image"
 
 
 def inputs_digest(key: Path, packages: Sequence[str] = PACKAGES) -> str:
@@ -198,43 +182,6 @@ def remove_stale_image(image: str) -> None:
         )
 
 
-def _run(
-    args: Sequence[str],
-    what: str,
-    *,
-    stdin: IO[bytes] | None = None,
-    input: bytes | None = None,
-    env: Mapping[str, str] | None = None,
-) -> None:
-    logger.debug("RUN %s", " ".join(args))
-    try:
-        subprocess.run(
-            args, check=True, capture_output=True, stdin=stdin, input=input, env=env
-        )
-    except FileNotFoundError as exc:
-        raise ImageBuildError(f"{what}: {args[0]} not found; install it") from exc
-    except subprocess.CalledProcessError as exc:
-        output = (exc.stderr or b"").decode(errors="replace")[-2000:]
-        raise ImageBuildError(
-            f"{what}: {' '.join(args[:3])} ... exited {exc.returncode}\n{output}"
-        ) from exc
-
-
-def make_rootfs(rootfs: Path, mirror: str, debs: Path) -> None:
-    """Install the bookworm base system and the node's packages into ``rootfs``."""
-    debs.mkdir(parents=True, exist_ok=True)
-    args = [
-        "debootstrap",
-        "--variant=minbase",
-        f"--include={','.join(PACKAGES)}",
-        f"--cache-dir={debs}",
-        SUITE,
-        str(rootfs),
-        mirror,
-    ]
-    _run(args, "debootstrap")
-
-
 def customize_rootfs(rootfs: Path, key: Path) -> None:
     """Add the vagrant user, the image's files and the container settings."""
     for source, target, mode in IMAGE_FILES:
@@ -243,7 +190,7 @@ def customize_rootfs(rootfs: Path, key: Path) -> None:
         shutil.copyfile(IMAGE_DIR / source, dest)
         dest.chmod(mode)
     shutil.copyfile(key, rootfs / "tmp/vagrant.pub")
-    _run(
+    run_step(
         ["chroot", str(rootfs), "/bin/bash", "-c", CUSTOMIZE_SCRIPT],
         "customizing the root file system",
         env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL": "C"},
@@ -260,7 +207,9 @@ def import_rootfs(rootfs: Path, tag: str, inputs: str) -> None:
         stdout=subprocess.PIPE,
     )
     try:
-        _run(["docker", "import", "-", rootfs_tag], "docker import", stdin=tar.stdout)
+        run_step(
+            ["docker", "import", "-", rootfs_tag], "docker import", stdin=tar.stdout
+        )
     finally:
         if tar.stdout is not None:
             tar.stdout.close()
@@ -277,13 +226,13 @@ def import_rootfs(rootfs: Path, tag: str, inputs: str) -> None:
             "",
         ]
     )
-    _run(
+    run_step(
         ["docker", "build", "--quiet", "--tag", tag, "-"],
         "docker build",
         input=dockerfile.encode(),
         env={**os.environ, "DOCKER_BUILDKIT": "0"},
     )
-    _run(["docker", "image", "rm", rootfs_tag], "removing the temporary tag")
+    run_step(["docker", "image", "rm", rootfs_tag], "removing the temporary tag")
 
 
 def build(
@@ -310,7 +259,7 @@ def build(
     with tempfile.TemporaryDirectory(prefix="rootfs-", dir=cache) as work:
         rootfs = Path(work) / "rootfs"
         logger.info("installing Debian %s packages into %s", SUITE, rootfs)
-        make_rootfs(rootfs, mirror, cache / "debs")
+        debootstrap(rootfs, PACKAGES, mirror, cache / "debs")
         logger.info("adding the vagrant user and %s", IMAGE_DIR)
         customize_rootfs(rootfs, key)
         logger.info("importing %s (inputs %s)", tag, inputs)

@@ -13,14 +13,12 @@ in the cache, so a changed input costs no second download.
 from __future__ import annotations
 
 import argparse
-import glob
 import hashlib
 import json
 import logging
 import os
 import shutil
 import struct
-import subprocess
 import tarfile
 import tempfile
 import time
@@ -30,15 +28,21 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from harness.cache import cache_root
 from harness.errors import HarnessError
+from harness.rootfs import (
+    DEFAULT_MIRROR,
+    SUITE,
+    debootstrap,
+    find_vagrant_key,
+    run_step,
+)
 
 logger = logging.getLogger(__name__)
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 IMAGE_DIR = REPO_ROOT / "images" / "vm"
 DEFAULT_NAME = "minicluster/bookworm"
-SUITE = "bookworm"
-DEFAULT_MIRROR = "http://deb.debian.org/debian"
 BOX_FILE = "minicluster-bookworm.box"
 # Bump when the build changes in a way the other inputs do not show.
 FORMAT = 2
@@ -82,13 +86,6 @@ KERNEL_OPTIONS = (
 # Modules that must be in the initramfs to find the root disk.
 INITRAMFS_MODULES = ("virtio_pci", "virtio_blk")
 
-# Vagrant's well-known public key, which Vagrant swaps for a per-machine key on
-# first boot. Debian's vagrant package and HashiCorp's installer keep it here.
-VAGRANT_KEY_GLOBS = (
-    "/usr/share/rubygems-integration/all/gems/vagrant-*/keys/vagrant.pub",
-    "/opt/vagrant/embedded/gems/gems/vagrant-*/keys/vagrant.pub",
-)
-
 SECTOR = 512
 # The root partition starts at 1 MiB; GRUB's core image lives in the gap before.
 PARTITION_START = 2048
@@ -126,20 +123,7 @@ class Box:
 
 def cache_dir(environ: Mapping[str, str] = os.environ) -> Path:
     """Return the box cache: built boxes by inputs, and downloaded packages."""
-    root = environ.get("MINICLUSTER_CACHE") or str(Path.home() / ".cache/minicluster")
-    return Path(root) / "box"
-
-
-def find_vagrant_key() -> Path:
-    """Return the path of Vagrant's insecure public key."""
-    for pattern in VAGRANT_KEY_GLOBS:
-        found = sorted(glob.glob(pattern))
-        if found:
-            return Path(found[-1])
-    raise BoxBuildError(
-        f"Vagrant's public key not found in {' or '.join(VAGRANT_KEY_GLOBS)}; "
-        "install vagrant (`apt-get install vagrant`) or pass --vagrant-key"
-    )
+    return cache_root(environ) / "box"
 
 
 def image_files() -> list[Path]:
@@ -172,26 +156,6 @@ def inputs_digest(key: Path, mirror: str, packages: Sequence[str] = PACKAGES) ->
     return digest.hexdigest()[:16]
 
 
-def _run(
-    args: Sequence[str],
-    what: str,
-    env: Mapping[str, str] | None = None,
-) -> str:
-    """Run ``args``; return its stdout or raise BoxBuildError with its output."""
-    logger.debug("RUN %s", " ".join(args))
-    try:
-        done = subprocess.run(args, check=True, capture_output=True, text=True, env=env)
-    except FileNotFoundError as exc:
-        raise BoxBuildError(f"{what}: {args[0]} not found; install it") from exc
-    except subprocess.CalledProcessError as exc:
-        output = (exc.stdout or "") + (exc.stderr or "")
-        raise BoxBuildError(
-            f"{what}: {' '.join(args[:4])} ... exited {exc.returncode}\n"
-            f"{output[-3000:]}"
-        ) from exc
-    return done.stdout
-
-
 def write_mbr(disk: Path, size: int) -> None:
     """Write an MBR partition table with one bootable Linux partition."""
     sectors = size // SECTOR - PARTITION_START
@@ -210,13 +174,13 @@ def write_mbr(disk: Path, size: int) -> None:
 @contextmanager
 def loop_device(disk: Path) -> Iterator[tuple[str, str]]:
     """Attach ``disk`` as a loop device; yield the disk and partition devices."""
-    dev = _run(["losetup", "--find", "--show", "--partscan", str(disk)], "losetup")
+    dev = run_step(["losetup", "--find", "--show", "--partscan", str(disk)], "losetup")
     dev = dev.strip()
     try:
         part = f"{dev}p1"
         # Some kernels flag the device for a partition scan yet add no partition;
         # partx adds what is missing and leaves the rest.
-        _run(["partx", "--update", dev], "partx")
+        run_step(["partx", "--update", dev], "partx")
         for _ in range(50):
             if os.path.exists(part):
                 break
@@ -225,17 +189,17 @@ def loop_device(disk: Path) -> Iterator[tuple[str, str]]:
             raise BoxBuildError(f"{part} did not appear after partx --update {dev}")
         yield dev, part
     finally:
-        _run(["losetup", "--detach", dev], "losetup --detach")
+        run_step(["losetup", "--detach", dev], "losetup --detach")
 
 
 @contextmanager
 def mounted(source: str, target: Path, *options: str) -> Iterator[None]:
     """Mount ``source`` on ``target`` for the duration of the block."""
-    _run(["mount", *options, source, str(target)], f"mounting {target}")
+    run_step(["mount", *options, source, str(target)], f"mounting {target}")
     try:
         yield
     finally:
-        _run(["umount", str(target)], f"unmounting {target}")
+        run_step(["umount", str(target)], f"unmounting {target}")
 
 
 @contextmanager
@@ -259,29 +223,6 @@ def chroot_dev(root: Path, disk: str, part: str, root_uuid: str) -> Iterator[Non
         yield
 
 
-def debootstrap(root: Path, mirror: str, debs: Path) -> None:
-    """Install the bookworm base system and the box's packages into ``root``."""
-    debs.mkdir(parents=True, exist_ok=True)
-    # dpkg syncs every file it unpacks; a disk image that is rebuilt from scratch
-    # after a crash needs none of that, and it halves the time of this step.
-    unsafe = root / "etc/dpkg/dpkg.cfg.d/minicluster-unsafe-io"
-    unsafe.parent.mkdir(parents=True)
-    unsafe.write_text("force-unsafe-io\n")
-    _run(
-        [
-            "debootstrap",
-            "--variant=minbase",
-            f"--include={','.join(PACKAGES)}",
-            f"--cache-dir={debs}",
-            SUITE,
-            str(root),
-            mirror,
-        ],
-        "debootstrap",
-    )
-    unsafe.unlink()
-
-
 def check_kernel(root: Path) -> str:
     """Return the kernel version installed in ``root``, once it is fit for the VMs."""
     configs = sorted((root / "boot").glob("config-*"))
@@ -299,7 +240,7 @@ def check_kernel(root: Path) -> str:
             f"kernel {version} lacks {', '.join(missing)}; "
             "the box needs virtio and the NFS client and server"
         )
-    initrd = _run(
+    initrd = run_step(
         ["chroot", str(root), "lsinitramfs", f"/boot/initrd.img-{version}"],
         "listing the initramfs",
         env=CHROOT_ENV,
@@ -328,7 +269,7 @@ def configure(root: Path, disk: str, part: str, root_uuid: str, key: Path) -> No
         stack.enter_context(chroot_dev(root, disk, part, root_uuid))
         stack.enter_context(mounted("proc", root / "proc", "-t", "proc"))
         stack.enter_context(mounted("sysfs", root / "sys", "-t", "sysfs"))
-        out = _run(
+        out = run_step(
             ["chroot", str(root), "/bin/bash", "/tmp/configure.sh"],
             "configuring the box",
             env=env,
@@ -342,7 +283,7 @@ def package_box(disk: Path, out: Path, info: Mapping[str, str]) -> None:
     """Pack ``disk`` as compressed qcow2 with metadata.json and info.json."""
     work = out.parent
     image = work / "box.img"
-    _run(
+    run_step(
         [
             "qemu-img",
             "convert",
@@ -383,17 +324,17 @@ def build_box(out: Path, *, mirror: str, key: Path, inputs: str) -> None:
         root.mkdir()
         with ExitStack() as stack:
             dev, part = stack.enter_context(loop_device(disk))
-            _run(["mkfs.ext4", "-q", "-U", root_uuid, "-L", "root", part], "mkfs")
+            run_step(["mkfs.ext4", "-q", "-U", root_uuid, "-L", "root", part], "mkfs")
             stack.enter_context(mounted(part, root))
             logger.info("installing Debian %s packages (debootstrap)", SUITE)
-            debootstrap(root, mirror, debs)
+            debootstrap(root, PACKAGES, mirror, debs)
             logger.info("configuring the box")
             configure(root, dev, part, root_uuid, key)
             # After configure.sh, which rebuilt the initramfs.
             kernel = check_kernel(root)
             logger.info("kernel %s has virtio and NFS", kernel)
             # Free blocks hold deleted package files; give them back to the file.
-            _run(["fstrim", str(root)], "fstrim")
+            run_step(["fstrim", str(root)], "fstrim")
         logger.info("packing %s", out)
         info = {
             "minicluster_inputs": inputs,
@@ -431,7 +372,7 @@ def added_inputs(name: str, environ: Mapping[str, str] = os.environ) -> str | No
 def add_box(path: Path, name: str) -> None:
     """Add the box file ``path`` to Vagrant as ``name`` (version 0, libvirt)."""
     env = {**os.environ, "VAGRANT_CHECKPOINT_DISABLE": "1", "VAGRANT_NO_COLOR": "1"}
-    _run(
+    run_step(
         ["vagrant", "box", "add", "--force", "--name", name, str(path)],
         f"vagrant box add {name}",
         env=env,

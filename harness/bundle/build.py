@@ -60,13 +60,6 @@ class Pins:
     flannel_cni: str = "v0.9.1"
 
 
-def default_cache() -> Path:
-    """Return ${MINICLUSTER_CACHE:-~/.cache/minicluster}."""
-    return Path(
-        os.environ.get("MINICLUSTER_CACHE") or Path.home() / ".cache" / "minicluster"
-    )
-
-
 def normalise_version(version: str) -> str:
     """Return ``v1.36.3`` for ``1.36.3`` or ``v1.36.3``."""
     return "v" + version.strip().removeprefix("v")

@@ -9,7 +9,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from harness.bundle.build import Build, Pins, default_cache, normalise_version
+from harness.bundle.build import Build, Pins, normalise_version
+from harness.cache import cache_root
 
 logger = logging.getLogger(__name__)
 
@@ -82,7 +83,7 @@ def build_command(args: argparse.Namespace) -> int:
         ),
         flannel=configured.get("flannel", defaults.flannel),
     )
-    build = Build(pins, args.cache or default_cache())
+    build = Build(pins, args.cache or cache_root())
     started = time.monotonic()
     build.run()
     logger.info(

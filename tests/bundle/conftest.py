@@ -23,8 +23,9 @@ from bundle_daemons import (
     wait_for,
 )
 
-from harness.bundle.build import Build, Pins, default_cache, normalise_version
+from harness.bundle.build import Build, Pins, normalise_version
 from harness.bundle.command import configured_versions
+from harness.cache import cache_root
 
 
 def pins() -> Pins:
@@ -42,7 +43,7 @@ def pins() -> Pins:
 @pytest.fixture(scope="session")
 def bundle_build() -> Build:
     """Return the bundle build of this version, building what is not cached."""
-    build = Build(pins(), default_cache())
+    build = Build(pins(), cache_root())
     build.run()
     return build
 

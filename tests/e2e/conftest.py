@@ -16,12 +16,13 @@ from typing import Any
 import pytest
 
 from tests.e2e import dockerhost
-from tests.e2e.driver import Phases, Run, StepFailed, run_environment
+from tests.e2e.driver import Run, StepFailed, run_environment
+from tests.phases import ALWAYS_MARKER, PhaseGate, Phases
 
 logger = logging.getLogger("tests.e2e")
 
 ROOT = Path(__file__).resolve().parents[2]
-_FAILED_PHASE: dict[str, str] = {}
+_GATE = PhaseGate()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -40,22 +41,15 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line(
-        "markers", "always: runs even after an earlier phase failed"
-    )
+    config.addinivalue_line("markers", ALWAYS_MARKER)
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:
-    if _FAILED_PHASE and item.get_closest_marker("always") is None:
-        pytest.skip(f"an earlier phase failed: {_FAILED_PHASE['name']}")
+    _GATE.setup(item)
 
 
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> None:
-    failed = call.excinfo is not None and not call.excinfo.errisinstance(
-        pytest.skip.Exception
-    )
-    if call.when == "call" and failed and not _FAILED_PHASE:
-        _FAILED_PHASE["name"] = item.name
+    _GATE.report(item, call)
 
 
 @pytest.fixture(scope="session")

@@ -9,14 +9,12 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import re
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -52,42 +50,6 @@ class StepFailed(HarnessError):
             f"{self.command!r} exited {self.exited} (full output in {self.log}); "
             f"last lines:\n{tail(self.output)}"
         )
-
-
-@dataclass
-class Phases:
-    """The time of each phase of the run, written to ``path`` after each one."""
-
-    path: Path
-    rows: list[dict[str, Any]] = field(default_factory=list)
-
-    @contextmanager
-    def phase(self, name: str) -> Iterator[None]:
-        """Time the block as phase ``name``; a failed phase is recorded as such."""
-        logger.info("=== phase %s", name)
-        started = time.monotonic()
-        ok = False
-        try:
-            yield
-            ok = True
-        finally:
-            seconds = round(time.monotonic() - started, 1)
-            self.rows.append({"phase": name, "seconds": seconds, "ok": ok})
-            logger.info(
-                "=== phase %s %s in %.1f s", name, "done" if ok else "FAILED", seconds
-            )
-            self.write()
-
-    def seconds(self, name: str) -> float:
-        return float(sum(r["seconds"] for r in self.rows if r["phase"] == name))
-
-    def write(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        doc = {
-            "phases": self.rows,
-            "total_s": round(sum(r["seconds"] for r in self.rows), 1),
-        }
-        self.path.write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
 
 
 @dataclass(frozen=True)
@@ -263,8 +225,3 @@ def docker_lines(*args: str) -> list[str]:
         ["docker", *args], capture_output=True, text=True, check=True, timeout=60
     )
     return [line for line in done.stdout.splitlines() if line.strip()]
-
-
-def cache_root(environ: Mapping[str, str] = os.environ) -> Path:
-    """Return MiniCluster's cache directory (bundle, node image packages)."""
-    return Path(environ.get("MINICLUSTER_CACHE") or Path.home() / ".cache/minicluster")

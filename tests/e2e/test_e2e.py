@@ -15,10 +15,12 @@ from typing import Any
 
 import pytest
 
+from harness.cache import cache_root
 from harness.checks.probes import DEMO_NAMESPACE, DEMO_SELECTOR
 from harness.kube import Kube, kubeconfig_path, parse_pod
 from tests.e2e import dockerhost
-from tests.e2e.driver import UP_TIMEOUT_S, Phases, Run, cache_root, docker_lines
+from tests.e2e.driver import UP_TIMEOUT_S, Run, docker_lines
+from tests.phases import Phases
 
 logger = logging.getLogger("tests.e2e")
 

@@ -20,11 +20,12 @@ import pytest
 
 from harness.errors import HarnessError
 from harness.remote import close_all
+from tests.phases import ALWAYS_MARKER, PhaseGate, Phases
 from tests.storage import driver
 
 logger = logging.getLogger("tests.storage")
 
-_FAILED_PHASE: dict[str, str] = {}
+_GATE = PhaseGate()
 # What the storage run needs on this machine, and where it comes from.
 COMMANDS = {
     "vagrant": "vagrant",
@@ -57,25 +58,18 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line(
-        "markers", "always: runs even after an earlier phase failed"
-    )
+    config.addinivalue_line("markers", ALWAYS_MARKER)
     # A rebooting node resets its SSH connection; paramiko logs that at ERROR
     # although the harness reconnects (and fails the wait if it cannot).
     logging.getLogger("paramiko.transport").setLevel(logging.CRITICAL)
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:
-    if _FAILED_PHASE and item.get_closest_marker("always") is None:
-        pytest.skip(f"an earlier phase failed: {_FAILED_PHASE['name']}")
+    _GATE.setup(item)
 
 
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> None:
-    failed = call.excinfo is not None and not call.excinfo.errisinstance(
-        pytest.skip.Exception
-    )
-    if call.when == "call" and failed and not _FAILED_PHASE:
-        _FAILED_PHASE["name"] = item.name
+    _GATE.report(item, call)
 
 
 def _missing_prerequisites() -> list[str]:
@@ -96,7 +90,7 @@ class State:
     """What the phases hand on to each other."""
 
     results: Path
-    phases: driver.Phases
+    phases: Phases
     host: driver.HostState | None = None
     run: driver.StorageRun | None = None
     ctx: Any = None
@@ -119,7 +113,7 @@ def state(request: pytest.FixtureRequest) -> Iterator[State]:
         pytest.fail(f"missing: {', '.join(missing)}", pytrace=False)
     results: Path = request.config.getoption("--storage-results")
     results.mkdir(parents=True, exist_ok=True)
-    state = State(results, driver.Phases(results / "phases.json"))
+    state = State(results, Phases(results / "phases.json"))
     with ExitStack() as stack:
         try:
             stack.enter_context(driver.exclusive())

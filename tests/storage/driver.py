@@ -126,40 +126,6 @@ def overlapping_routes(networks: list[str]) -> list[str]:
     return found
 
 
-@dataclass
-class Phases:
-    """The time of each phase of the run, written to ``path`` after each one."""
-
-    path: Path
-    rows: list[dict[str, Any]] = field(default_factory=list)
-
-    @contextmanager
-    def phase(self, name: str) -> Iterator[None]:
-        """Time the block as phase ``name``; a failed phase is recorded as such."""
-        logger.info("=== phase %s", name)
-        started = time.monotonic()
-        ok = False
-        try:
-            yield
-            ok = True
-        finally:
-            self.record(name, time.monotonic() - started, ok)
-
-    def record(self, name: str, seconds: float, ok: bool = True) -> None:
-        self.rows.append({"phase": name, "seconds": round(seconds, 1), "ok": ok})
-        logger.info(
-            "=== phase %s %s in %.1f s", name, "done" if ok else "FAILED", seconds
-        )
-        self.write()
-
-    def seconds(self, name: str) -> float:
-        return float(sum(r["seconds"] for r in self.rows if r["phase"] == name))
-
-    def write(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.path.write_text(json.dumps(self.rows, indent=2) + "\n", encoding="utf-8")
-
-
 @dataclass(frozen=True)
 class UpTimes:
     """How long ``vagrant up`` took to boot every machine, and then to provision."""
