@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import logging
+import os
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,7 @@ from harness.checks import CheckResult, Context, load_all, run_checks, select
 from harness.errors import NoCluster
 from harness.kube import Kube, kubeconfig_path, parse_node
 from harness.remote import Host, close_all, hosts_from_vagrant
+from harness.settings import dotfile_dir
 from harness.vagrant import Vagrant
 from harness.wait import until
 
@@ -21,9 +23,9 @@ logger = logging.getLogger(__name__)
 READY_TIMEOUT_S = 600
 
 
-def created_machines(root: Path) -> list[str]:
-    """Return the machines Vagrant has created in ``root`` (by their id files)."""
-    machines = root / ".vagrant" / "machines"
+def created_machines(root: Path, environ: Mapping[str, str] = os.environ) -> list[str]:
+    """Return the machines Vagrant has created for ``root`` (by their id files)."""
+    machines = dotfile_dir(root, environ) / "machines"
     return sorted({p.parent.parent.name for p in machines.glob("*/*/id")})
 
 

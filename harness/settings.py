@@ -1105,12 +1105,15 @@ def _plain(value: Any) -> Any:
     return value
 
 
+def dotfile_dir(root: Path, environ: Mapping[str, str] = os.environ) -> Path:
+    """Return where Vagrant keeps the machines of ``root`` (VAGRANT_DOTFILE_PATH)."""
+    dotfile = Path(environ.get("VAGRANT_DOTFILE_PATH") or root / ".vagrant")
+    return dotfile if dotfile.is_absolute() else root / dotfile
+
+
 def active_providers(root: Path, environ: Mapping[str, str]) -> list[str]:
     """Return the providers of machines Vagrant has created under ``root``."""
-    dotfile = Path(environ.get("VAGRANT_DOTFILE_PATH") or root / ".vagrant")
-    if not dotfile.is_absolute():
-        dotfile = root / dotfile
-    found = {p.parent.name for p in dotfile.glob("machines/*/*/id")}
+    found = {p.parent.name for p in dotfile_dir(root, environ).glob("machines/*/*/id")}
     return sorted(found)
 
 

@@ -18,6 +18,7 @@ import logging
 import os
 import shutil
 import subprocess
+import sys
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -29,6 +30,7 @@ import yaml
 
 from harness import settings as settings_module
 from harness.checks import Context
+from harness.cluster import created_machines
 from harness.errors import HarnessError
 from harness.remote import hosts_from_vagrant
 from harness.vagrant import Vagrant, parse_progress
@@ -165,8 +167,19 @@ class StorageRun:
 
     def created(self) -> list[str]:
         """Return the machines this run's dotfile says exist."""
-        return sorted(
-            {p.parent.parent.name for p in self.dotfile.glob("machines/*/*/id")}
+        return created_machines(ROOT, self.env)
+
+    def verify(self, expr: str, report: Path) -> subprocess.CompletedProcess[str]:
+        """Run ``minicluster verify -k expr --json report`` on the run's VMs."""
+        cli = [sys.executable, "-m", "harness.cli", "verify", "-k", expr]
+        return subprocess.run(
+            [*cli, "--json", str(report)],
+            cwd=ROOT,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=300,
         )
 
     def settings(self) -> Any:

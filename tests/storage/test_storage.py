@@ -166,6 +166,19 @@ def test_storage_checks_pass(state: State) -> None:
     }
 
 
+def test_cli_verify_passes(state: State) -> None:
+    """`minicluster verify -k storage` attaches to the run's VMs and passes."""
+    assert state.run is not None
+    report = state.results / "verify-storage.json"
+    done = state.run.verify("storage", report)
+    logger.info("minicluster verify -k storage:\n%s", done.stdout)
+    assert done.returncode == 0, done.stdout + done.stderr
+    doc = json.loads(report.read_text(encoding="utf-8"))
+    assert (doc["failed"], doc["skipped"]) == (0, 0), doc
+    nodes = {r["node"] for r in doc["results"]}
+    assert nodes == {n.name for n in state.ctx.settings.nodes}, doc
+
+
 # --- faults: each is named on its node, then undone ---
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from harness.cli import main
+from harness.cluster import created_machines
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -78,3 +79,20 @@ def test_bad_k_expression_exits_2(
     # The expression is checked before any machine is asked.
     assert main(["--root", str(checkout), "verify", "-k", "hosts and"]) == 2
     assert "-k 'hosts and'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("dotfile", ["", ".vagrant-other", "ABSOLUTE"])
+def test_created_machines_follow_vagrant_dotfile_path(
+    checkout: Path, tmp_path_factory: pytest.TempPathFactory, dotfile: str
+) -> None:
+    # Vagrant writes machines/<name>/<provider>/id once a machine exists.
+    if dotfile == "ABSOLUTE":
+        dotfile = str(tmp_path_factory.mktemp("dotfile"))
+    # A relative VAGRANT_DOTFILE_PATH is relative to the checkout.
+    id_file = checkout / (dotfile or ".vagrant") / "machines/worker-1/libvirt/id"
+    id_file.parent.mkdir(parents=True)
+    id_file.write_text("uuid\n")
+    environ = {"VAGRANT_DOTFILE_PATH": dotfile} if dotfile else {}
+    assert created_machines(checkout, environ) == ["worker-1"]
+    # The same checkout seen through another dotfile folder has no machine.
+    assert created_machines(checkout, {"VAGRANT_DOTFILE_PATH": "elsewhere"}) == []
