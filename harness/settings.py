@@ -46,11 +46,11 @@ NODE_PORT_RANGE = (30000, 32767)  # kube-apiserver's default --service-node-port
 # VirtualBox 6.1.28+ allows host-only networks only in these ranges unless
 # /etc/vbox/networks.conf lists others (then only those).
 VIRTUALBOX_DEFAULT_RANGES = ("192.168.56.0/21",)
-# Networks a provider already uses inside or around each node.
+# Networks a provider already uses inside or around each node. libvirt's is
+# the management network of the settings (providers.libvirt.*).
 PROVIDER_NETWORKS = {
-    "virtualbox": ("10.0.2.0/24",),  # the NAT adapter of every VM
-    "libvirt": ("192.168.121.0/24",),  # vagrant-libvirt's management network
-    "docker": ("172.17.0.0/16",),  # Docker's default bridge
+    "virtualbox": (("10.0.2.0/24", "the NAT network of every VirtualBox VM"),),
+    "docker": (("172.17.0.0/16", "Docker's default bridge"),),
 }
 
 # Where things live inside a node.
@@ -660,14 +660,30 @@ def check_networks(values: dict[str, Any], ctx: Context) -> list[str]:
             what = f"overlaps {other} {values[other]}"
             fix = "choose a range outside it"
             problems.append(problem(name, values[name], what, fix))
-    for name in (names[1], names[2]):
-        for used in PROVIDER_NETWORKS.get(ctx.provider, ()):
-            if nets[name] and nets[name].overlaps(ipaddress.ip_network(used)):
-                what = f"overlaps {used}, which {ctx.provider} uses for its own network"
-                problems.append(
-                    problem(name, values[name], what, "choose another range")
-                )
+    for used, whose, fix in provider_networks(values, ctx.provider):
+        for name in names:
+            if nets[name] and nets[name].overlaps(used):
+                what = f"overlaps {used}, {whose}"
+                problems.append(problem(name, values[name], what, fix))
     return problems
+
+
+def provider_networks(
+    values: dict[str, Any], provider: str
+) -> list[tuple[Any, str, str]]:
+    """Return the networks ``provider`` keeps for itself: network, whose, fix."""
+    if provider == "libvirt":
+        field = "providers.libvirt.management_network_address"
+        try:
+            used = ipaddress.ip_network(values[field])
+        except ValueError:
+            return []  # check_providers names the bad value
+        whose = f"libvirt's management network ({field})"
+        return [(used, whose, f"choose another range, or move {field}")]
+    return [
+        (ipaddress.ip_network(used), whose, "choose another range")
+        for used, whose in PROVIDER_NETWORKS.get(provider, ())
+    ]
 
 
 def derive_nodes(values: dict[str, Any], problems: list[str]) -> list[Node]:
