@@ -8,6 +8,7 @@ resumes where it stopped.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -40,11 +41,14 @@ CNI_PLUGINS = {
     "tuning": "plugins/meta/tuning",
 }
 # Debian package sets of the image layers; each set leaves out what "debian" has.
+# They and the files below are the recipe of the layers, images and pause: a
+# change to any of them gives new outputs instead of reusing the cached ones.
 DEBIAN_SETS = {
     "debian": ("base-files", "coreutils", "dash", "netbase"),
     "netfilter": ("iptables", "conntrack", "nftables"),
     "nginx": ("nginx", "bash", "curl", "libc-bin"),
 }
+RECIPE_FILES = ("archive.py", "debian.py", "images.py", "files/pause.c")
 
 
 @dataclass(frozen=True)
@@ -78,6 +82,20 @@ class Build:
 
     def out(self, *parts: str) -> Path:
         return self.work.joinpath(*parts)
+
+    @cached_property
+    def recipe(self) -> str:
+        """Return a short hash of what the layers, images and pause are made from."""
+        digest = hashlib.sha256(json.dumps(DEBIAN_SETS, sort_keys=True).encode())
+        package = resources.files("harness.bundle")
+        for name in RECIPE_FILES:
+            digest.update(f"{name}\n".encode())
+            digest.update(package.joinpath(name).read_bytes())
+        return digest.hexdigest()[:12]
+
+    def made(self, *parts: str) -> Path:
+        """Return an output of the recipe: Debian packages, layers, images, pause."""
+        return self.out("recipes", self.recipe, *parts)
 
     @cached_property
     def image_list(self) -> dict[str, str]:
@@ -155,12 +173,12 @@ class Build:
             ),
             Step(
                 lambda: f"compiling pause {self.tag('pause')}",
-                self.out("bin", "pause"),
+                self.made("pause"),
                 self.build_pause,
             ),
             Step(
                 "downloading Debian packages",
-                self.out("debs"),
+                self.made("debs"),
                 self.download_debs,
             ),
             *images,
@@ -173,16 +191,31 @@ class Build:
 
     def run(self) -> dict[str, float]:
         """Run every step not yet done; return the seconds each one took."""
+        self.drop_other_recipes()
         self.drop_stale_bundle()
         return run_steps(self.steps())
+
+    def drop_other_recipes(self) -> None:
+        """Remove the layers, images and packages of any other recipe."""
+        current = self.made()
+        stale = [p for p in self.out("recipes").glob("*") if p != current]
+        # Caches of before recipes had these directly under the build directory.
+        stale += [self.out(name) for name in ("debs", "layers", "images")]
+        stale.append(self.out("bin", "pause"))
+        for path in stale:
+            if path.exists():
+                logger.info("removing %s: made from another recipe", path)
+                remove(path)
 
     def drop_stale_bundle(self) -> None:
         """Remove a finished bundle that was made from other pinned versions."""
         manifest = self.bundle / "manifest.json"
         if not manifest.is_file():
             return
-        made = json.loads(manifest.read_text()).get("components", {})
+        saved = json.loads(manifest.read_text())
+        made = {**saved.get("components", {}), "recipe": saved.get("recipe")}
         wanted = {
+            "recipe": self.recipe,
             "flannel": self.pins.flannel,
             "flannel-cni-plugin": f"{CNI_MODULE} {self.pins.flannel_cni}",
             "cni-plugins": self.pins.cni_plugins,
@@ -205,7 +238,7 @@ class Build:
             "flannel-cni-plugin": self.pins.flannel_cni,
         }
         suffix = f"-{pinned[name]}" if name in pinned else ""
-        return self.out("images", f"{name}{suffix}.tar")
+        return self.made("images", f"{name}{suffix}.tar")
 
     # --- Kubernetes ----------------------------------------------------------------
 
@@ -375,7 +408,7 @@ class Build:
             "etcd": etcd / "etcd",
             "etcdctl": etcd / "etcdctl",
             "coredns": bin_ / "coredns",
-            "pause": bin_ / "pause",
+            "pause": self.made("pause"),
             "flanneld": bin_ / f"flanneld-{self.pins.flannel}",
             "flannel": bin_ / f"flannel-cni-{self.pins.flannel_cni}",
         }
@@ -398,16 +431,16 @@ class Build:
         return f"localhost/minicluster/nginx:{version.split('-')[0]}"
 
     def debian_versions(self) -> dict[str, dict[str, str]]:
-        return {name: debian.versions(self.out("debs", name)) for name in DEBIAN_SETS}
+        return {name: debian.versions(self.made("debs", name)) for name in DEBIAN_SETS}
 
     def layer(self, spec: LayerSpec) -> Layer:
         """Return the layer ``spec``, writing it once into the cache."""
-        path = self.out("layers", f"{spec.name}.tar")
+        path = self.made("layers", f"{spec.name}.tar")
         meta = path.with_suffix(".json")
         if not meta.exists():
             tree = Tree()
             for package_set in spec.debian:
-                tree.extend(debian.tree_entries(self.out("debs", package_set)))
+                tree.extend(debian.tree_entries(self.made("debs", package_set)))
             tree.extend(spec.entries)
             produce(path, lambda p: archive.write_layer(tree, p))
             produce(
@@ -458,6 +491,7 @@ class Build:
             "format": FORMAT,
             "kubernetes_version": self.version,
             "architecture": "amd64",
+            "recipe": self.recipe,
             "components": {
                 "kubernetes": self.version,
                 "etcd": self.etcd_version,

@@ -16,8 +16,6 @@ from pathlib import Path
 
 from harness.bundle.build import Build
 
-REBUILT = ("images", "layers", "bin/pause", "bin/flannel-cni-{flannel_cni}")
-
 
 def test_rebuild_gives_identical_sha256sums(
     bundle_build: Build, tmp_path: Path
@@ -28,8 +26,14 @@ def test_rebuild_gives_identical_sha256sums(
     work.parent.mkdir(parents=True)
     # Hard links: the copy costs no space, and the build replaces files, never edits.
     subprocess.run(["cp", "-al", str(bundle_build.work), str(work)], check=True)
-    for relative in REBUILT:
-        target = work / relative.format(flannel_cni=bundle_build.pins.flannel_cni)
+    rebuilt = [
+        bundle_build.made("images"),
+        bundle_build.made("layers"),
+        bundle_build.made("pause"),
+        bundle_build.out("bin", f"flannel-cni-{bundle_build.pins.flannel_cni}"),
+    ]
+    for path in rebuilt:
+        target = work / path.relative_to(bundle_build.work)
         subprocess.run(["rm", "-rf", str(target)], check=True)
 
     again = Build(bundle_build.pins, cache)
