@@ -12,7 +12,8 @@ import shutil
 import signal
 import subprocess
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -53,6 +54,30 @@ def stop(process: subprocess.Popen[bytes], name: str) -> None:
         logger.warning("%s ignored SIGTERM for 30 s; killing it", name)
         process.kill()
         process.wait()
+
+
+@contextmanager
+def running(
+    argv: Sequence[str], directory: Path, ready: Callable[[], bool], timeout: float
+) -> Iterator[None]:
+    """Run the daemon ``argv`` with its state in ``directory`` until the block ends.
+
+    The block starts once ``ready`` says yes; afterwards the daemon is stopped,
+    what it mounted is unmounted and ``directory`` is removed.
+    """
+    name = Path(argv[0]).name
+    log = (directory / f"{name}.log").open("wb")
+    process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        wait_for(
+            f"the private {name}", lambda: process.poll() is None and ready(), timeout
+        )
+        yield
+    finally:
+        stop(process, name)
+        log.close()
+        unmount_below(directory)
+        shutil.rmtree(directory, ignore_errors=True)
 
 
 def unmount_below(directory: Path) -> None:

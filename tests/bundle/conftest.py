@@ -6,8 +6,6 @@ Both daemons are stopped, and their directories removed, when the session ends.
 from __future__ import annotations
 
 import os
-import shutil
-import subprocess
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,9 +16,7 @@ from bundle_daemons import (
     Containerd,
     Docker,
     need_root,
-    stop,
-    unmount_below,
-    wait_for,
+    running,
 )
 
 from harness.bundle.build import Build, Pins, normalise_version
@@ -62,23 +58,10 @@ def containerd() -> Iterator[Containerd]:
     directory = Path(tempfile.mkdtemp(prefix="mc-ctrd-"))
     config = directory / "config.toml"
     config.write_text(CONTAINERD_CONFIG.format(dir=directory))
-    log = (directory / "containerd.log").open("wb")
-    process = subprocess.Popen(
-        ["containerd", "--config", str(config)], stdout=log, stderr=subprocess.STDOUT
-    )
     daemon = Containerd(directory / "containerd.sock")
-    try:
-        wait_for(
-            "the private containerd",
-            lambda: process.poll() is None and daemon.ctr("version").returncode == 0,
-            30,
-        )
+    argv = ["containerd", "--config", str(config)]
+    with running(argv, directory, lambda: daemon.ctr("version").returncode == 0, 30):
         yield daemon
-    finally:
-        stop(process, "containerd")
-        log.close()
-        unmount_below(directory)
-        shutil.rmtree(directory, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
@@ -87,35 +70,20 @@ def dockerd() -> Iterator[Docker]:
     need_root("dockerd", "docker")
     directory = Path(tempfile.mkdtemp(prefix="mc-dockerd-"))
     host = f"unix://{directory}/docker.sock"
-    log = (directory / "dockerd.log").open("wb")
-    process = subprocess.Popen(
-        [
-            "dockerd",
-            "--host",
-            host,
-            "--data-root",
-            str(directory / "data"),
-            "--exec-root",
-            str(directory / "exec"),
-            "--pidfile",
-            str(directory / "docker.pid"),
-            "--bridge=none",
-            "--iptables=false",
-            "--ip-masq=false",
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
+    argv = [
+        "dockerd",
+        "--host",
+        host,
+        "--data-root",
+        str(directory / "data"),
+        "--exec-root",
+        str(directory / "exec"),
+        "--pidfile",
+        str(directory / "docker.pid"),
+        "--bridge=none",
+        "--iptables=false",
+        "--ip-masq=false",
+    ]
     daemon = Docker(host)
-    try:
-        wait_for(
-            "the private dockerd",
-            lambda: process.poll() is None and daemon.docker("info").returncode == 0,
-            60,
-        )
+    with running(argv, directory, lambda: daemon.docker("info").returncode == 0, 60):
         yield daemon
-    finally:
-        stop(process, "dockerd")
-        log.close()
-        unmount_below(directory)
-        shutil.rmtree(directory, ignore_errors=True)
