@@ -144,22 +144,18 @@ def inputs_digest(key: Path, packages: Sequence[str] = PACKAGES) -> str:
 
 def image_inputs(tag: str) -> str | None:
     """Return the inputs label of the local image ``tag``, or None if it is absent."""
-    template = "{{ index .Config.Labels " + json.dumps(INPUTS_LABEL) + " }}"
-    done = subprocess.run(
-        ["docker", "image", "inspect", "--format", template, tag],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if done.returncode != 0:
-        return None
-    return done.stdout.strip() or None
+    return _inspect(tag, "{{ index .Config.Labels " + json.dumps(INPUTS_LABEL) + " }}")
 
 
 def image_id(tag: str) -> str | None:
     """Return the id of the local image ``tag``, or None if it is absent."""
+    return _inspect(tag, "{{.Id}}")
+
+
+def _inspect(tag: str, template: str) -> str | None:
+    """Return ``docker image inspect --format template tag``, or None if absent."""
     done = subprocess.run(
-        ["docker", "image", "inspect", "--format", "{{.Id}}", tag],
+        ["docker", "image", "inspect", "--format", template, tag],
         capture_output=True,
         text=True,
         check=False,

@@ -403,29 +403,36 @@ def check_services(values: dict[str, Any], ctx: Context) -> list[str]:
     return problems
 
 
+# libvirt fields with a fixed set of values: field, the values, what is wrong, fix.
+LIBVIRT_CHOICES = (
+    (
+        "driver",
+        LIBVIRT_DRIVERS,
+        "unknown driver",
+        "use kvm, or qemu where the host has no hardware virtualisation",
+    ),
+    (
+        "synced_folder_type",
+        LIBVIRT_SYNCED_FOLDERS,
+        "not a two-way shared folder",
+        f"use one of {', '.join(LIBVIRT_SYNCED_FOLDERS)} (the join hand-off needs it)",
+    ),
+    (
+        "management_network_mode",
+        LIBVIRT_MANAGEMENT_MODES,
+        "unknown",
+        "use nat, or none to keep the guests off every outside network",
+    ),
+)
+
+
 def check_providers(values: dict[str, Any], ctx: Context) -> list[str]:
     """Provider options are ones the Vagrantfile can apply."""
     problems = []
-    driver = values["providers.libvirt.driver"]
-    if driver not in LIBVIRT_DRIVERS:
-        fix = "use kvm, or qemu where the host has no hardware virtualisation"
-        problems.append(
-            problem("providers.libvirt.driver", driver, "unknown driver", fix)
-        )
-    kind = values["providers.libvirt.synced_folder_type"]
-    if kind not in LIBVIRT_SYNCED_FOLDERS:
-        what = "not a two-way shared folder"
-        kinds = ", ".join(LIBVIRT_SYNCED_FOLDERS)
-        fix = f"use one of {kinds} (the join hand-off needs it)"
-        problems.append(
-            problem("providers.libvirt.synced_folder_type", kind, what, fix)
-        )
-    mode = values["providers.libvirt.management_network_mode"]
-    if mode not in LIBVIRT_MANAGEMENT_MODES:
-        fix = "use nat, or none to keep the guests off every outside network"
-        problems.append(
-            problem("providers.libvirt.management_network_mode", mode, "unknown", fix)
-        )
+    for key, allowed, what, fix in LIBVIRT_CHOICES:
+        name = f"providers.libvirt.{key}"
+        if values[name] not in allowed:
+            problems.append(problem(name, values[name], what, fix))
     name = values["providers.libvirt.management_network_name"]
     if not LIBVIRT_NETWORK_NAME.match(name):
         fix = "use letters, digits, '.', '_' and '-', e.g. vagrant-libvirt"

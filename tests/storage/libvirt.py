@@ -13,6 +13,7 @@ import grp
 import logging
 import os
 import re
+import shutil
 import signal
 import stat
 import subprocess
@@ -71,6 +72,17 @@ def is_up() -> bool:
     except LibvirtError:
         return False
     return True
+
+
+def host_has_nfs_server() -> bool:
+    """Tell whether this host can export /vagrant over NFS (libvirt's default).
+
+    Where it cannot, the Vagrantfile is validated with 9p folders, which
+    vagrant-libvirt checks by asking libvirtd.
+    """
+    return bool(shutil.which("exportfs")) and "nfsd" in Path(
+        "/proc/filesystems"
+    ).read_text(encoding="utf-8")
 
 
 def _running(name: str, pidfile: Path) -> int | None:

@@ -16,7 +16,6 @@ import subprocess
 import time
 import uuid
 from collections.abc import Sequence
-from pathlib import Path
 
 import pytest
 
@@ -120,7 +119,7 @@ def test_vagrant_validate_libvirt(state: State) -> None:
     run = state.run
     assert run is not None
     committed = {k: v for k, v in run.env.items() if k != "MINICLUSTER_CONFIG"}
-    if "nfsd" not in Path("/proc/filesystems").read_text(encoding="utf-8"):
+    if not libvirt.host_has_nfs_server():
         committed["MINICLUSTER_LIBVIRT_SYNCED_FOLDER"] = "9p"
     with state.phases.phase("validate"):
         for label, env in (("cluster.yaml", committed), ("the run's", run.env)):

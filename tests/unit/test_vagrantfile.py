@@ -19,6 +19,8 @@ from typing import Any
 import pytest
 
 from harness import settings
+from tests.e2e import dockerhost
+from tests.storage import libvirt
 
 ROOT = Path(__file__).resolve().parents[2]
 PROBE = Path(__file__).with_name("vagrantfile_probe.rb")
@@ -199,7 +201,7 @@ def test_vagrant_status_lists_the_nodes(run: Run) -> None:
     # libvirt answers `status` for machines not created yet without its daemon,
     # where docker needs a running engine and virtualbox an installed VirtualBox.
     extra = {"VAGRANT_DEFAULT_PROVIDER": "libvirt"}
-    if not host_has_nfs_server():
+    if not libvirt.host_has_nfs_server():
         extra["MINICLUSTER_LIBVIRT_SYNCED_FOLDER"] = "9p"
     done = run("vagrant", "status", "--machine-readable", **extra)
     assert done.returncode == 0, done.stderr
@@ -217,46 +219,21 @@ def validate_args(provider: str) -> list[str]:
     if provider == "virtualbox" and not shutil.which("VBoxManage"):
         return ["vagrant", "validate", "--ignore-provider"]
     # The same for docker when no Docker engine answers.
-    if provider == "docker" and not docker_engine_answers():
+    if provider == "docker" and not dockerhost.daemon_answers():
         return ["vagrant", "validate", "--ignore-provider"]
     return ["vagrant", "validate"]
-
-
-def docker_engine_answers() -> bool:
-    """Tell whether a Docker engine answers the docker command line."""
-    if not shutil.which("docker"):
-        return False
-    done = subprocess.run(["docker", "version"], capture_output=True, check=False)
-    return done.returncode == 0
-
-
-def libvirt_answers() -> bool:
-    """Tell whether a libvirt daemon answers at qemu:///system."""
-    if not shutil.which("virsh"):
-        return False
-    done = subprocess.run(
-        ["virsh", "-c", "qemu:///system", "uri"], capture_output=True, check=False
-    )
-    return done.returncode == 0
-
-
-def host_has_nfs_server() -> bool:
-    """Tell whether the host can export /vagrant over NFS (libvirt's default)."""
-    return bool(shutil.which("exportfs")) and "nfsd" in Path(
-        "/proc/filesystems"
-    ).read_text(encoding="utf-8")
 
 
 @needs_vagrant
 @pytest.mark.parametrize("provider", settings.PROVIDERS)
 def test_vagrant_validate_passes(run: Run, provider: str) -> None:
     extra = {"VAGRANT_DEFAULT_PROVIDER": provider}
-    if provider == "libvirt" and not host_has_nfs_server():
+    if provider == "libvirt" and not libvirt.host_has_nfs_server():
         # Vagrant refuses an NFS synced folder on a host without an NFS server,
         # and asks libvirt itself whether a 9p folder is usable, even with
         # --ignore-provider: without a daemon there is nothing to validate
         # against. tox -e storage brings the libvirt machines up for real.
-        if not libvirt_answers():
+        if not libvirt.is_up():
             pytest.skip(
                 "libvirt validation needs an NFS server on the host or a "
                 "running libvirtd (qemu:///system); tox -e storage starts one"
